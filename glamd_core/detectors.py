@@ -1,0 +1,186 @@
+"""RetinaNet and Faster R-CNN on any timm backbone, via torchvision's detection models.
+
+``build_detector(kind, backbone, num_classes, **options)`` returns an unmodified torchvision
+``RetinaNet`` / ``FasterRCNN`` whose ``backbone`` is :class:`TimmFPN`: losses as a dict in train
+mode, detections in eval mode, and ``model.backbone`` / ``model.head`` (``model.rpn.head``) to hook
+for distillation.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, fields
+from functools import partial
+from pathlib import Path
+
+import timm
+import torch
+from torch import nn
+from torchvision.models.detection import FasterRCNN, RetinaNet
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+from torchvision.models.detection.retinanet import RetinaNetHead
+from torchvision.ops import FeaturePyramidNetwork, MultiScaleRoIAlign
+from torchvision.ops.feature_pyramid_network import LastLevelMaxPool, LastLevelP6P7
+
+KINDS = ("retinanet", "faster_rcnn")
+
+
+@dataclass
+class DetectorOptions:
+    """Knobs of ``build_detector``. Defaults are the torchvision / paper values; the ``cpu``
+    profile overrides them (see ``glamd_core.profiles``)."""
+
+    fpn_channels: int = 256
+    out_indices: tuple[int, ...] = (2, 3, 4)  # C3-C5 (strides 8, 16, 32), as in the paper's FPN
+    image_size: int = 800  # shorter side after resizing (torchvision's min_size)
+    max_size: int = 1333
+    # Anchor base size at each level = anchor_scale * stride (torchvision/Detectron: 4 for
+    # RetinaNet, 4 (=32 px at stride 8) for the RPN). Small images with small objects want less.
+    anchor_scale: float = 4.0
+    anchor_octaves: tuple[float, ...] = (1.0, 2 ** (1 / 3), 2 ** (2 / 3))
+    aspect_ratios: tuple[float, ...] = (0.5, 1.0, 2.0)
+    head_norm: bool = True  # GroupNorm in the RetinaNet head (torchvision's v2 head); helps from scratch
+    # Faster R-CNN sampling sizes and proposal counts
+    rpn_batch_size_per_image: int = 256
+    box_batch_size_per_image: int = 512
+    rpn_pre_nms_top_n_train: int = 2000
+    rpn_post_nms_top_n_train: int = 2000
+    rpn_pre_nms_top_n_test: int = 1000
+    rpn_post_nms_top_n_test: int = 1000
+    box_representation_size: int = 1024
+    detections_per_img: int = 100
+    score_thresh: float = 0.05
+    image_mean: tuple[float, ...] = (0.485, 0.456, 0.406)
+    image_std: tuple[float, ...] = (0.229, 0.224, 0.225)
+
+    @classmethod
+    def from_kwargs(cls, **options) -> "DetectorOptions":
+        known = {f.name for f in fields(cls)}
+        unknown = set(options) - known
+        if unknown:
+            raise TypeError(f"unknown detector option(s) {sorted(unknown)}; known: {sorted(known)}")
+        return cls(**options)
+
+
+class TimmFPN(nn.Module):
+    """timm ``features_only`` backbone + torchvision FPN; returns the OrderedDict torchvision wants."""
+
+    def __init__(self, name: str, fpn_channels: int, out_indices, extra_blocks, pretrained: bool = False,
+                 backbone_checkpoint: str | Path | None = None):
+        super().__init__()
+        self.body = _create_timm(name, out_indices, pretrained, backbone_checkpoint)
+        reductions = self.body.feature_info.reduction()
+        # out_indices mean different strides in different timm families; check, don't trust.
+        if any(b != 2 * a for a, b in zip(reductions, reductions[1:])):
+            raise ValueError(f"backbone {name} with out_indices={out_indices} gives strides {reductions}; "
+                             "FPN needs consecutive stride-doubling levels")
+        self.strides = tuple(reductions)
+        self.fpn = FeaturePyramidNetwork(self.body.feature_info.channels(), fpn_channels, extra_blocks)
+        self.out_channels = fpn_channels
+
+    def forward(self, x: torch.Tensor) -> "OrderedDict[str, torch.Tensor]":
+        feats = self.body(x)
+        return self.fpn(OrderedDict((str(i), f) for i, f in enumerate(feats)))
+
+
+def _create_timm(name, out_indices, pretrained, checkpoint):
+    if name not in timm.list_models():
+        raise ValueError(f"unknown timm backbone {name!r}")
+    kwargs = dict(features_only=True, out_indices=tuple(out_indices))
+    if checkpoint is not None:
+        checkpoint = Path(checkpoint)
+        if not checkpoint.is_file():
+            raise FileNotFoundError(f"backbone checkpoint {checkpoint} not found")
+        return timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=str(checkpoint)), **kwargs)
+    if not pretrained:
+        return timm.create_model(name, pretrained=False, **kwargs)
+    try:
+        return timm.create_model(name, pretrained=True, **kwargs)
+    except Exception as exc:  # network errors come from several libraries (requests, huggingface_hub, urllib)
+        raise RuntimeError(
+            f"could not fetch pretrained weights for timm backbone {name!r} ({type(exc).__name__}: {exc}). "
+            "This machine has no access to the model hubs. Download the ImageNet checkpoint elsewhere "
+            f"(e.g. the timm '{name}' model's model.safetensors or pytorch_model.bin), copy it to "
+            f"weights/{name}.safetensors and pass backbone_checkpoint='weights/{name}.safetensors'; "
+            "or train from scratch with pretrained=False."
+        ) from exc
+
+
+def _anchor_generator(strides, opts: DetectorOptions, octaves) -> AnchorGenerator:
+    sizes = tuple(tuple(opts.anchor_scale * s * o for o in octaves) for s in strides)
+    return AnchorGenerator(sizes, (tuple(opts.aspect_ratios),) * len(strides))
+
+
+def build_detector(kind: str, backbone: str, num_classes: int, pretrained: bool = False,
+                   backbone_checkpoint: str | Path | None = None, checkpoint: str | Path | None = None,
+                   **options) -> nn.Module:
+    """A torchvision detector of ``kind`` on timm ``backbone`` for ``num_classes`` (incl. background).
+
+    ``checkpoint`` loads a whole trained detector (e.g. a teacher) saved by our engine or as a
+    bare state dict.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"unknown detector kind {kind!r}; choose one of {KINDS}")
+    if num_classes < 2:
+        raise ValueError(f"num_classes counts the background and must be >= 2, got {num_classes}")
+    opts = DetectorOptions.from_kwargs(**options)
+    common = dict(min_size=opts.image_size, max_size=max(opts.max_size, opts.image_size),
+                  image_mean=list(opts.image_mean), image_std=list(opts.image_std),
+                  detections_per_img=opts.detections_per_img)
+    if kind == "retinanet":
+        body = TimmFPN(backbone, opts.fpn_channels, opts.out_indices,
+                       LastLevelP6P7(opts.fpn_channels, opts.fpn_channels), pretrained, backbone_checkpoint)
+        strides = body.strides + (body.strides[-1] * 2, body.strides[-1] * 4)
+        anchors = _anchor_generator(strides, opts, opts.anchor_octaves)
+        norm = partial(nn.GroupNorm, min(32, opts.fpn_channels // 4)) if opts.head_norm else None
+        head = RetinaNetHead(opts.fpn_channels, anchors.num_anchors_per_location()[0], num_classes, norm_layer=norm)
+        model = RetinaNet(body, num_classes, anchor_generator=anchors, head=head,
+                          score_thresh=opts.score_thresh, **common)
+    else:
+        body = TimmFPN(backbone, opts.fpn_channels, opts.out_indices, LastLevelMaxPool(), pretrained,
+                       backbone_checkpoint)
+        strides = body.strides + (body.strides[-1] * 2,)
+        # One anchor size per level, as torchvision's and Detectron's FPN RPN.
+        anchors = _anchor_generator(strides, opts, (1.0,))
+        names = [str(i) for i in range(len(body.strides))]
+        roi_pool = MultiScaleRoIAlign(featmap_names=names, output_size=7, sampling_ratio=2)
+        box_head = TwoMLPHead(opts.fpn_channels * 7 * 7, opts.box_representation_size)
+        predictor = FastRCNNPredictor(opts.box_representation_size, num_classes)
+        model = FasterRCNN(
+            body, None, rpn_anchor_generator=anchors, box_roi_pool=roi_pool, box_head=box_head,
+            box_predictor=predictor,
+            rpn_batch_size_per_image=opts.rpn_batch_size_per_image,
+            box_batch_size_per_image=opts.box_batch_size_per_image,
+            rpn_pre_nms_top_n_train=opts.rpn_pre_nms_top_n_train,
+            rpn_post_nms_top_n_train=opts.rpn_post_nms_top_n_train,
+            rpn_pre_nms_top_n_test=opts.rpn_pre_nms_top_n_test,
+            rpn_post_nms_top_n_test=opts.rpn_post_nms_top_n_test,
+            box_score_thresh=opts.score_thresh, **common)
+    if checkpoint is not None:
+        load_weights(model, checkpoint)
+    return model
+
+
+def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
+    """Load detector weights from an engine checkpoint (``{"model": ...}``) or a bare state dict."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"detector checkpoint {path} not found")
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    state = state.get("model", state) if isinstance(state, dict) else state
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # shape mismatches
+        raise RuntimeError(f"{path} does not fit this detector: {exc}") from exc
+    if missing or unexpected:
+        raise RuntimeError(f"{path} does not fit this detector: missing {missing[:5]}..., "
+                           f"unexpected {unexpected[:5]}... (same kind, backbone and options?)")
+    return model
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+__all__ = ["DetectorOptions", "KINDS", "TimmFPN", "build_detector", "count_parameters", "load_weights"]

@@ -1,0 +1,240 @@
+"""Training loop: seeded, resumable, logged; CPU first, with CUDA / AMP / DDP paths kept correct.
+
+``train(model, dataset, config, out_dir)`` trains anything whose ``forward(images, targets)``
+returns a dict of losses in train mode -- a torchvision detector or a distillation wrapper -- and
+writes to ``out_dir``:
+
+* ``last.pt``: model, optimizer, scheduler, AMP scaler, epoch and every RNG state, rewritten
+  atomically after each epoch; ``train`` resumes from it when called again.
+* ``metrics.jsonl``: one JSON line per logged iteration and per finished epoch.
+* ``metrics.csv``: the per-epoch lines as a table.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, RandomSampler
+from tqdm.auto import tqdm
+
+from .data.base import collate
+
+CHECKPOINT = "last.pt"
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 12
+    batch_size: int = 8
+    optimizer: str = "adamw"  # "adamw" | "sgd"
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    momentum: float = 0.9  # SGD only
+    warmup_iters: int = 100
+    warmup_factor: float = 0.001
+    schedule: str = "cosine"  # "cosine" | "step" | "constant" (after warmup)
+    step_milestones: tuple[float, ...] = (2 / 3, 8 / 9)  # fractions of training, for "step" (the 1x schedule's 8/11 ~ 2/3 etc.)
+    step_gamma: float = 0.1
+    clip_grad_norm: float | None = 10.0
+    seed: int = 0
+    num_workers: int = 0  # on 2 CPU cores, loader workers steal compute from the model
+    device: str = "cpu"
+    amp: bool = False  # CUDA only: float16 autocast + GradScaler
+    log_every: int = 20
+    progress: bool = True
+
+    def __post_init__(self):
+        if self.optimizer not in ("adamw", "sgd"):
+            raise ValueError(f"optimizer must be 'adamw' or 'sgd', got {self.optimizer!r}")
+        if self.schedule not in ("cosine", "step", "constant"):
+            raise ValueError(f"schedule must be 'cosine', 'step' or 'constant', got {self.schedule!r}")
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError("epochs and batch_size must be >= 1")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _rng_state() -> dict:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def build_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
+    params = [p for p in params if p.requires_grad]
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+
+
+def lr_factor(it: int, total: int, cfg: TrainConfig) -> float:
+    """Multiplier of the base LR at iteration ``it`` of ``total``: linear warmup, then the schedule."""
+    if it < cfg.warmup_iters:
+        a = it / max(1, cfg.warmup_iters)
+        warm = cfg.warmup_factor * (1 - a) + a
+    else:
+        warm = 1.0
+    if cfg.schedule == "cosine":
+        return warm * 0.5 * (1 + math.cos(math.pi * min(it, total) / max(1, total)))
+    if cfg.schedule == "step":
+        return warm * cfg.step_gamma ** sum(it >= m * total for m in cfg.step_milestones)
+    return warm
+
+
+def is_distributed() -> bool:
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
+def init_distributed(device: str) -> tuple[int, int]:
+    """Start the process group when launched by torchrun (NCCL on CUDA, gloo on CPU)."""
+    if "WORLD_SIZE" not in os.environ or int(os.environ["WORLD_SIZE"]) < 2 or is_distributed():
+        return (torch.distributed.get_rank(), torch.distributed.get_world_size()) if is_distributed() else (0, 1)
+    backend = "nccl" if device.startswith("cuda") else "gloo"
+    torch.distributed.init_process_group(backend)
+    if device.startswith("cuda"):
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+    return torch.distributed.get_rank(), torch.distributed.get_world_size()
+
+
+def to_device(images, targets, device):
+    """Plain tensors on ``device`` (tv_tensors subclasses are unwrapped: detectors want tensors)."""
+    images = [im.as_subclass(torch.Tensor).to(device, non_blocking=True) for im in images]
+    targets = [{k: (v.as_subclass(torch.Tensor).to(device, non_blocking=True) if torch.is_tensor(v) else v)
+                for k, v in t.items()} for t in targets]
+    return images, targets
+
+
+def _atomic_save(obj, path: Path) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+def train(model: nn.Module, dataset: Dataset, cfg: TrainConfig, out_dir: str | Path, resume: bool = True,
+          loss_weights: dict[str, float] | None = None,
+          on_epoch_end: Callable[[int, nn.Module], dict] | None = None) -> dict:
+    """Train ``model`` on ``dataset``; return the last epoch's summary (mean losses, time).
+
+    ``on_epoch_end(epoch, model)`` may return extra metrics (e.g. validation AP) to log.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rank, world = init_distributed(cfg.device)
+    device = torch.device(cfg.device)
+    model.to(device)
+    seed_everything(cfg.seed + rank)
+
+    optimizer = build_optimizer(model.parameters(), cfg)
+    iters_per_epoch = math.ceil(len(dataset) / (cfg.batch_size * world))
+    total = iters_per_epoch * cfg.epochs
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: lr_factor(it, total, cfg))
+    use_amp = cfg.amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+
+    start_epoch, summary = 0, {}
+    ckpt_path = out_dir / CHECKPOINT
+    if resume and ckpt_path.exists():
+        ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        scaler.load_state_dict(ckpt["scaler"])
+        _set_rng_state(ckpt["rng"])
+        start_epoch, summary = ckpt["epoch"] + 1, ckpt.get("summary", {})
+        if ckpt["config"]["epochs"] != cfg.epochs:
+            # The LR schedule depends on the total length; a longer run is a different run.
+            raise ValueError(f"{ckpt_path} was written for {ckpt['config']['epochs']} epochs, not {cfg.epochs}; "
+                             "use a fresh out_dir")
+    if world > 1:
+        model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    log = (out_dir / "metrics.jsonl").open("a") if rank == 0 else None
+    for epoch in range(start_epoch, cfg.epochs):
+        if world > 1:
+            sampler = torch.utils.data.DistributedSampler(dataset, seed=cfg.seed)
+            sampler.set_epoch(epoch)
+        else:  # the order depends on (seed, epoch) only, so a resumed run sees the same batches
+            sampler = RandomSampler(dataset, generator=torch.Generator().manual_seed(cfg.seed * 100003 + epoch))
+        loader = DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler, collate_fn=collate,
+                            num_workers=cfg.num_workers, pin_memory=device.type == "cuda")
+        model.train()
+        sums: dict[str, float] = {}
+        t0 = time.perf_counter()
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not cfg.progress or rank != 0,
+                   leave=False)
+        for i, (images, targets) in enumerate(bar):
+            images, targets = to_device(images, targets, device)
+            with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+                losses = model(images, targets)
+            weighted = {k: v * (loss_weights or {}).get(k, 1.0) for k, v in losses.items()}
+            loss = sum(weighted.values())
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"non-finite loss at epoch {epoch}, iteration {i}: "
+                                         f"{ {k: float(v) for k, v in losses.items()} }; lower the LR?")
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            if cfg.clip_grad_norm:
+                scaler.unscale_(optimizer)
+                nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad_norm)
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            values = {k: float(v.detach()) for k, v in losses.items()} | {"loss": float(loss.detach())}
+            for k, v in values.items():
+                sums[k] = sums.get(k, 0.0) + v
+            if log and (i % cfg.log_every == 0 or i == iters_per_epoch - 1):
+                bar.set_postfix(loss=f"{values['loss']:.3f}")
+                log.write(json.dumps({"epoch": epoch, "iter": epoch * iters_per_epoch + i,
+                                      "lr": optimizer.param_groups[0]["lr"], **values}) + "\n")
+        n = max(1, i + 1)
+        summary = {"epoch": epoch, **{k: v / n for k, v in sums.items()},
+                   "lr": optimizer.param_groups[0]["lr"], "epoch_seconds": time.perf_counter() - t0}
+        if on_epoch_end is not None:
+            summary |= on_epoch_end(epoch, unwrap(model)) or {}
+        if rank == 0:
+            log.write(json.dumps({"summary": True, **summary}) + "\n")
+            log.flush()
+            _append_csv(out_dir / "metrics.csv", summary)
+            _atomic_save({"model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
+                          "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "epoch": epoch,
+                          "rng": _rng_state(), "config": asdict(cfg), "summary": summary}, ckpt_path)
+    if log:
+        log.close()
+    return summary
+
+
+def _append_csv(path: Path, row: dict) -> None:
+    new = not path.exists()
+    with path.open("a", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(row))
+        if new:
+            w.writeheader()
+        w.writerow(row)

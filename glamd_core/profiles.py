@@ -1,0 +1,74 @@
+"""Profiles: how big every experiment is, as data.
+
+* ``smoke`` -- seconds per run; exercises every code path on a tiny dataset (CI, nbval).
+* ``cpu``   -- the default: the embedded synthetic dataset, sized so teacher / student / distilled
+  student differ measurably and the whole reproduction fits a 2-core laptop. Calibrated by
+  ``benchmarks/cpu_calibration.py`` (its measured figures are in the README).
+* ``paper`` -- the paper's settings on real VOC / COCO with GPUs. The paper's supplementary material
+  does not give its schedule; we assume mmdetection's defaults that its numbers are comparable to
+  (SGD, lr 0.02 at batch 16, 2x schedule) and say so wherever it matters.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from .data.synthetic import SyntheticSpec
+from .engine import TrainConfig
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    data: SyntheticSpec | None  # None: real data, paths given by the user
+    detector: dict = field(default_factory=dict)  # build_detector options
+    train: TrainConfig = field(default_factory=TrainConfig)
+    teacher_backbone: str = "resnet34"
+    student_backbone: str = "resnet18"
+    seeds: tuple[int, ...] = (0,)
+    eval_batch_size: int = 8
+
+    def with_train(self, **changes) -> "Profile":
+        return replace(self, train=replace(self.train, **changes))
+
+
+_CPU_DETECTOR = dict(
+    image_size=128, max_size=128, fpn_channels=64, anchor_scale=2.0,
+    rpn_batch_size_per_image=64, box_batch_size_per_image=64,
+    rpn_pre_nms_top_n_train=300, rpn_post_nms_top_n_train=300,
+    rpn_pre_nms_top_n_test=300, rpn_post_nms_top_n_test=100, box_representation_size=256,
+)
+
+PROFILES: dict[str, Profile] = {
+    "smoke": Profile(
+        name="smoke",
+        data=SyntheticSpec(num_train=16, num_val=8, image_size=64, seed=0),
+        detector=_CPU_DETECTOR | dict(image_size=64, max_size=64, fpn_channels=32),
+        train=TrainConfig(epochs=1, batch_size=4, lr=1e-3, warmup_iters=2, progress=False),
+        teacher_backbone="resnet18", student_backbone="resnet10t", seeds=(0,),
+    ),
+    "cpu": Profile(
+        name="cpu",
+        data=SyntheticSpec(num_train=800, num_val=200, image_size=128, seed=0, min_size_frac=0.1, max_objects=8),
+        detector=_CPU_DETECTOR,
+        train=TrainConfig(epochs=12, batch_size=8, optimizer="adamw", lr=2e-3, weight_decay=0.05,
+                          warmup_iters=100, schedule="cosine"),
+        teacher_backbone="resnet34", student_backbone="resnet18", seeds=(0, 1, 2),
+    ),
+    "paper": Profile(
+        name="paper",
+        data=None,
+        detector=dict(image_size=800, max_size=1333),
+        train=TrainConfig(epochs=24, batch_size=16, optimizer="sgd", lr=0.02, weight_decay=1e-4, momentum=0.9,
+                          warmup_iters=500, schedule="step", step_milestones=(16 / 24, 22 / 24), device="cuda",
+                          amp=False, num_workers=4),
+        teacher_backbone="resnet34", student_backbone="resnet18", seeds=(0,),
+    ),
+}
+
+
+def get_profile(name: str) -> Profile:
+    try:
+        return PROFILES[name]
+    except KeyError:
+        raise ValueError(f"unknown profile {name!r}; choose one of {sorted(PROFILES)}") from None

@@ -1,0 +1,66 @@
+"""The main job: train teacher and student detectors of a profile and tabulate their AP.
+
+Writes ``results/00_baselines/`` (table.csv, table.md, manifest.json). Runs are cached in
+``runs/`` (see ``glamd_core.runs``), so a second call only re-tabulates.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from .profiles import Profile
+from .runs import REPO_ROOT, RESULTS_DIR, RUNS_DIR, train_detector
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True,
+                             text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT,
+                               capture_output=True, text=True, check=True).stdout.strip()
+        return out + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def manifest(profile: Profile, seeds, wall_seconds: float, **extra) -> dict:
+    import timm
+    import torchvision
+
+    return {"profile": profile.name, "seeds": list(seeds), "commit": git_commit(),
+            "wall_seconds": round(wall_seconds, 1), "python": platform.python_version(),
+            "torch": torch.__version__, "torchvision": torchvision.__version__, "timm": timm.__version__,
+            "threads": torch.get_num_threads(), "machine": platform.machine(), **extra}
+
+
+def run_baselines(profile: Profile, kinds=("retinanet", "faster_rcnn"), seeds=None,
+                  runs_dir: Path = RUNS_DIR, out_dir: Path | None = None) -> pd.DataFrame:
+    """Teacher (first seed) and student (every seed) per detector kind; returns one row per run."""
+    seeds = tuple(seeds if seeds is not None else profile.seeds)
+    t0 = time.perf_counter()
+    rows = []
+    for kind in kinds:
+        for role, backbone, role_seeds in (("teacher", profile.teacher_backbone, seeds[:1]),
+                                           ("student", profile.student_backbone, seeds)):
+            for seed in role_seeds:
+                r = train_detector(kind, backbone, profile, seed, runs_dir)
+                rows.append({"kind": kind, "role": role, "backbone": backbone, "seed": seed,
+                             **{k: round(100 * v, 2) for k, v in r["metrics"].items()},
+                             "train_minutes": round(r["train_seconds"] / 60, 2), "run": r["run_dir"]})
+    table = pd.DataFrame(rows)
+    out_dir = Path(out_dir or RESULTS_DIR / "00_baselines")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out_dir / "table.csv", index=False)
+    header = (f"Profile `{profile.name}`, seeds {list(seeds)}, commit `{git_commit()}`. "
+              "AP columns in percent (COCO AP@[.5:.95], AP50, ... via pycocotools; VOC07 11-point mAP@0.5).\n\n")
+    (out_dir / "table.md").write_text(header + table.to_markdown(index=False) + "\n")
+    (out_dir / "manifest.json").write_text(json.dumps(
+        manifest(profile, seeds, time.perf_counter() - t0, kinds=list(kinds)), indent=2))
+    return table

@@ -1,0 +1,87 @@
+"""One detector training run = config -> run directory keyed by the config's hash.
+
+A run's directory holds ``config.json``, the training checkpoint and logs (see ``engine``), the
+validation detections and ``eval.json``. Asking for the same config again reuses the finished
+run (or resumes an interrupted one); any change of setting gives a new key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from .data import VOCDetection, ensure_dataset, eval_transforms, train_transforms
+from .detectors import build_detector
+from .engine import train
+from .evaluation import evaluate
+from .profiles import Profile
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DATA_DIR = REPO_ROOT / "data"
+RUNS_DIR = REPO_ROOT / "runs"
+RESULTS_DIR = REPO_ROOT / "results"
+
+
+def config_key(config: dict) -> str:
+    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def dataset_root(profile: Profile, voc_root: str | Path | None = None) -> Path:
+    """The profile's dataset on disk (generated on first use for synthetic profiles)."""
+    if profile.data is None:
+        return Path(voc_root or DATA_DIR / "VOCdevkit" / "VOC2007")
+    spec = profile.data
+    root = DATA_DIR / f"synthetic-{config_key(asdict(spec))}"
+    return ensure_dataset(root, spec, progress=profile.train.progress)
+
+
+def splits(profile: Profile) -> tuple[str, str]:
+    return ("train", "val") if profile.data is not None else ("trainval", "test")
+
+
+def train_detector(kind: str, backbone: str, profile: Profile, seed: int = 0, runs_dir: Path = RUNS_DIR,
+                   voc_root: str | Path | None = None) -> dict:
+    """Train (or reuse) one plain detector and evaluate it; returns ``eval.json``'s content."""
+    root = dataset_root(profile, voc_root)
+    cfg = profile.with_train(seed=seed).train
+    config = {"what": "detector", "kind": kind, "backbone": backbone, "detector": profile.detector,
+              "train": asdict(cfg) | {"progress": None}, "data": str(root.relative_to(REPO_ROOT))
+              if root.is_relative_to(REPO_ROOT) else str(root)}
+    run_dir = Path(runs_dir) / f"{kind}-{backbone}-s{seed}-{config_key(config)}"
+    done = run_dir / "eval.json"
+    if done.exists():
+        return json.loads(done.read_text())
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.json").write_text(json.dumps(config, indent=2, default=str))
+    train_split, val_split = splits(profile)
+    train_ds = VOCDetection(root, train_split, transforms=train_transforms(), skip_ignored=True)
+    val_ds = VOCDetection(root, val_split, transforms=eval_transforms())
+    torch.manual_seed(seed)  # model initialisation
+    model = build_detector(kind, backbone, train_ds.num_classes, **profile.detector)
+    t0 = time.perf_counter()
+    summary = train(model, train_ds, cfg, run_dir)
+    seconds = _training_seconds(run_dir)
+    metrics = evaluate(model, val_ds, profile.eval_batch_size, cfg.device, run_dir / "detections_val.json",
+                       progress=cfg.progress)
+    result = {"kind": kind, "backbone": backbone, "seed": seed, "profile": profile.name, "metrics": metrics,
+              "train_seconds": seconds, "wall_seconds_this_call": time.perf_counter() - t0,
+              "final_loss": summary.get("loss"), "run_dir": run_dir.name,
+              "threads": torch.get_num_threads()}
+    done.write_text(json.dumps(result, indent=2))
+    return result
+
+
+def _training_seconds(run_dir: Path) -> float:
+    """Sum of per-epoch times, so a resumed run reports its full training cost."""
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    per_epoch = {}
+    for line in lines:
+        row = json.loads(line)
+        if row.get("summary"):
+            per_epoch[row["epoch"]] = row["epoch_seconds"]
+    return float(sum(per_epoch.values()))

@@ -1,0 +1,17 @@
+import pytest
+import torch
+
+from glamd_core.data import SyntheticSpec, generate
+
+TINY = SyntheticSpec(num_train=12, num_val=4, image_size=64, seed=3)
+
+
+@pytest.fixture(scope="session")
+def synthetic_root(tmp_path_factory):
+    """A tiny embedded dataset shared by the tests (generated once per session)."""
+    return generate(tmp_path_factory.mktemp("synthetic"), TINY, progress=False)
+
+
+@pytest.fixture(autouse=True)
+def _deterministic():
+    torch.manual_seed(0)

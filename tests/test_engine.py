@@ -1,0 +1,97 @@
+import json
+import math
+
+import pytest
+import torch
+
+from glamd_core.data import VOCDetection, train_transforms
+from glamd_core.data.base import collate
+from glamd_core.detectors import build_detector
+from glamd_core.engine import TrainConfig, lr_factor, to_device, train
+
+from test_detectors import TINY
+
+
+def _tiny_model(kind="retinanet"):
+    torch.manual_seed(0)
+    return build_detector(kind, "resnet18", 10, **TINY)
+
+
+@pytest.mark.parametrize("kind", ["retinanet", "faster_rcnn"])
+def test_a_few_training_steps_reduce_the_loss(synthetic_root, tmp_path, kind):
+    ds = VOCDetection(synthetic_root, "train", transforms=train_transforms(hflip=0.0), skip_ignored=True)
+    ds.records = ds.records[:4]
+    images, targets = to_device(*collate([ds[i] for i in range(4)]), "cpu")
+
+    def loss_now(model):
+        model.train()
+        torch.manual_seed(1)  # same RPN/RoI sampling for both measurements
+        with torch.no_grad():
+            return float(sum(model(images, targets).values()))
+
+    model = _tiny_model(kind)
+    before = loss_now(model)
+    cfg = TrainConfig(epochs=8, batch_size=4, lr=1e-3, warmup_iters=2, progress=False)
+    train(model, ds, cfg, tmp_path)
+    after = loss_now(model)
+    assert after < 0.7 * before, (before, after)
+
+
+class _Interrupt(Exception):
+    pass
+
+
+class _FailingAt(torch.utils.data.Dataset):
+    """Raises on the n-th item fetched, like a crash in the middle of an epoch."""
+
+    def __init__(self, ds, n):
+        self.ds, self.n, self.seen = ds, n, 0
+
+    def __len__(self):
+        return len(self.ds)
+
+    def __getitem__(self, i):
+        self.seen += 1
+        if self.seen == self.n:
+            raise _Interrupt
+        return self.ds[i]
+
+
+def test_resume_after_a_crash_gives_the_same_weights(synthetic_root, tmp_path):
+    ds = VOCDetection(synthetic_root, "train", transforms=train_transforms(), skip_ignored=True)
+    cfg = TrainConfig(epochs=3, batch_size=4, warmup_iters=3, progress=False, log_every=1)
+    straight = _tiny_model()
+    train(straight, ds, cfg, tmp_path / "a")
+
+    crashed = _tiny_model()
+    with pytest.raises(_Interrupt):
+        train(crashed, _FailingAt(ds, 2 * len(ds) + 5), cfg, tmp_path / "b")  # dies in epoch 3
+    assert torch.load(tmp_path / "b" / "last.pt", weights_only=False)["epoch"] == 1
+    resumed = _tiny_model()  # a fresh process would start from a fresh model
+    train(resumed, ds, cfg, tmp_path / "b")
+    for (k, a), (_, b) in zip(straight.state_dict().items(), resumed.state_dict().items()):
+        assert torch.equal(a, b), k
+    rows = (tmp_path / "b" / "metrics.csv").read_text().splitlines()
+    assert rows[0].startswith("epoch,") and len(rows) == 1 + 3
+    summaries = [json.loads(line) for line in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()
+                 if '"summary"' in line]
+    assert [s["epoch"] for s in summaries] == [0, 1, 2]
+    with pytest.raises(ValueError, match="written for 3 epochs"):
+        train(_tiny_model(), ds, TrainConfig(epochs=5, progress=False), tmp_path / "b")
+
+
+def test_lr_schedule_warms_up_then_follows_the_schedule():
+    cfg = TrainConfig(warmup_iters=10, warmup_factor=0.0, schedule="cosine")
+    assert lr_factor(0, 100, cfg) == 0.0
+    assert lr_factor(5, 100, cfg) == pytest.approx(0.5 * 0.5 * (1 + math.cos(math.pi * 5 / 100)))
+    assert lr_factor(50, 100, cfg) == pytest.approx(0.5)
+    assert lr_factor(100, 100, cfg) == pytest.approx(0.0)
+    step = TrainConfig(warmup_iters=0, schedule="step", step_milestones=(0.5, 0.75), step_gamma=0.1)
+    assert [lr_factor(i, 100, step) for i in (49, 50, 75)] == pytest.approx([1.0, 0.1, 0.01])
+
+
+def test_bad_config_is_rejected():
+    with pytest.raises(ValueError, match="optimizer"):
+        TrainConfig(optimizer="adam")
+    with pytest.raises(ValueError, match="schedule"):
+        TrainConfig(schedule="poly")
