@@ -65,6 +65,12 @@ class SyntheticSpec:
     max_overlap_iou: float = 0.3
     max_covered: float = 0.3  # a later object may hide at most this fraction of an earlier box
     jpeg_quality: int = 92
+    # Objects differ from the background under them by at least this RGB distance: without it a
+    # few percent of objects are invisible, which only adds label noise.
+    min_contrast: float = 80.0
+    noise_sigma: tuple[float, float] = (3.0, 10.0)
+    clutter_count: tuple[int, int] = (1, 6)
+    version: int = 2  # bump when the drawing code changes, so cached datasets are regenerated
 
 
 def _regular_polygon(cx, cy, r, n, phase):
@@ -106,18 +112,18 @@ def _draw_shape(draw: ImageDraw.ImageDraw, name: str, cx: float, cy: float, r: f
         raise ValueError(f"unknown synthetic class {name!r}")
 
 
-def _background(rng: np.random.Generator, size: int) -> Image.Image:
-    """Smooth colour gradient + noise + blurred blobs: texture the detector must learn to ignore."""
+def _background(rng: np.random.Generator, size: int, noise_sigma) -> Image.Image:
+    """Smooth colour gradient + pixel noise: texture the detector must learn to ignore."""
     yy, xx = np.mgrid[0:size, 0:size] / size
     c0, c1 = rng.uniform(30, 200, 3), rng.uniform(30, 200, 3)
     t = (xx * rng.uniform(-1, 1) + yy * rng.uniform(-1, 1))[..., None]
     t = (t - t.min()) / max(t.max() - t.min(), 1e-6)
-    img = c0 * (1 - t) + c1 * t + rng.normal(0, rng.uniform(4, 16), (size, size, 3))
+    img = c0 * (1 - t) + c1 * t + rng.normal(0, rng.uniform(*noise_sigma), (size, size, 3))
     return Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
 
 
-def _clutter(draw: ImageDraw.ImageDraw, rng: np.random.Generator, size: int) -> None:
-    for _ in range(rng.integers(2, 9)):
+def _clutter(draw: ImageDraw.ImageDraw, rng: np.random.Generator, size: int, count) -> None:
+    for _ in range(rng.integers(count[0], count[1] + 1)):
         colour = tuple(int(v) for v in rng.integers(0, 256, 3))
         if rng.random() < 0.5:  # stray stroke: object-coloured but not an object
             p = rng.uniform(0, size, 4)
@@ -144,9 +150,9 @@ def render_image(spec: SyntheticSpec, split: str, index: int) -> tuple[Image.Ima
     """Draw image ``index`` of ``split``; return it and its objects (name, pixel box l,t,r,b exclusive)."""
     rng = np.random.default_rng([spec.seed, SPLIT_IDS[split], index])
     size = spec.image_size
-    img = _background(rng, size)
+    img = _background(rng, size, spec.noise_sigma)
     draw = ImageDraw.Draw(img)
-    _clutter(draw, rng, size)
+    _clutter(draw, rng, size, spec.clutter_count)
     n_obj = 0 if rng.random() < spec.empty_fraction else int(rng.integers(1, spec.max_objects + 1))
     objects: list[dict] = []
     for _ in range(n_obj):
@@ -163,7 +169,12 @@ def render_image(spec: SyntheticSpec, split: str, index: int) -> tuple[Image.Ima
                 continue
             if any(_too_occluding(box, o["box"], spec.max_overlap_iou, spec.max_covered) for o in objects):
                 continue
-            colour = tuple(int(v) for v in rng.integers(0, 256, 3))
+            under = np.asarray(img)[np.asarray(mask) > 0].mean(axis=0)
+            for _colour_try in range(20):
+                colour = rng.integers(0, 256, 3)
+                if np.linalg.norm(colour - under) >= spec.min_contrast:
+                    break
+            colour = tuple(int(v) for v in colour)
             img.paste(Image.new("RGB", (size, size), colour), (0, 0), mask)
             objects.append({"name": name, "box": tuple(int(v) for v in box)})
             break
@@ -231,7 +242,7 @@ def ensure_dataset(out: str | Path, spec: SyntheticSpec = SyntheticSpec(), progr
     """Generate ``out`` unless it already holds a dataset made from exactly ``spec``."""
     out = Path(out)
     spec_file = out / "spec.json"
-    if spec_file.exists() and json.loads(spec_file.read_text()) == asdict(spec):
+    if spec_file.exists() and json.loads(spec_file.read_text()) == json.loads(json.dumps(asdict(spec))):
         return out
     if spec_file.exists():
         raise FileExistsError(

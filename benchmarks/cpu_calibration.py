@@ -1,0 +1,54 @@
+"""Measure the `cpu` profile against its calibration goals, in one run on this machine.
+
+Goals (issue #2): on 2 cores, a teacher reaches COCO AP50 >= 0.5 on the synthetic val split, the
+student trained the same way is >= 3 AP points below it, and one student run takes <= 10 minutes.
+
+    python benchmarks/cpu_calibration.py [--kinds retinanet faster_rcnn] [--fresh]
+
+Runs are cached in runs/ like every other run; --fresh trains into a temporary runs folder so the
+times are measured now, on this machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+import torch
+
+from glamd_core.detectors import KINDS
+from glamd_core.profiles import get_profile
+from glamd_core.reproduce import run_baselines
+from glamd_core.runs import RESULTS_DIR, RUNS_DIR
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--kinds", nargs="+", default=list(KINDS), choices=KINDS)
+    p.add_argument("--profile", default="cpu")
+    p.add_argument("--fresh", action="store_true", help="train into a temporary runs folder")
+    a = p.parse_args()
+    profile = get_profile(a.profile)
+    runs = Path(tempfile.mkdtemp(prefix="glamd-calib-")) if a.fresh else RUNS_DIR
+    print(f"profile={profile.name} threads={torch.get_num_threads()} runs={runs}")
+    table = run_baselines(profile, a.kinds, seeds=profile.seeds[:1], runs_dir=runs,
+                          out_dir=RESULTS_DIR / "00_calibration")
+    print(table.drop(columns=["run"]).to_string(index=False))
+    ok = True
+    for kind in a.kinds:
+        t = table[(table.kind == kind) & (table.role == "teacher")].iloc[0]
+        s = table[(table.kind == kind) & (table.role == "student")].iloc[0]
+        checks = {
+            f"teacher AP50 {t.AP50:.1f} >= 50": t.AP50 >= 50,
+            f"teacher AP - student AP = {t.AP - s.AP:.1f} >= 3 points": t.AP - s.AP >= 3,
+            f"student training {s.train_minutes:.1f} min <= 10": s.train_minutes <= 10,
+        }
+        for text, passed in checks.items():
+            print(f"{kind:12s} {'PASS' if passed else 'FAIL'}  {text}")
+            ok &= bool(passed)
+    print("all goals met" if ok else "some goals not met")
+
+
+if __name__ == "__main__":
+    main()

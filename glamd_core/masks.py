@@ -1,0 +1,133 @@
+"""Attention masks: global (Zhang & Ma, ICLR 2021), local (patch-wise) and GLAM.
+
+All functions are pure tensor maths on a feature map ``feat`` of shape B x C x H x W.
+
+Attention logits:  spatial G_S = mean_c |F|  (B x 1 x H x W),  channel G_C = mean_hw |F|  (B x C x 1 x 1).
+Global masks:      M_S = H*W * softmax_hw(G_S / T),  M_C = C * softmax_c(G_C / T)   (mean 1 per image).
+Local masks:       the same softmax inside every non-overlapping p x p patch, scaled by the patch's
+                   number of real cells, so each patch's mask has mean 1. Maps are padded right /
+                   bottom to a multiple of p with an explicit validity mask; padded cells never take
+                   part and are never returned. A patch as large as the map is the global mask.
+GLAM:              the average of the global and the local mask (each the average of the teacher's
+                   and the student's mask, detached), see :func:`glam`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+MaskMode = Literal["both", "global", "local", "uniform"]
+MASK_MODES = ("both", "global", "local", "uniform")
+
+
+def spatial_logits(feat: torch.Tensor) -> torch.Tensor:
+    return feat.abs().mean(dim=1, keepdim=True)
+
+
+def channel_logits(feat: torch.Tensor) -> torch.Tensor:
+    return feat.abs().mean(dim=(2, 3), keepdim=True)
+
+
+def global_spatial_mask(feat: torch.Tensor, temperature: float = 0.5) -> torch.Tensor:
+    b, _, h, w = feat.shape
+    logits = spatial_logits(feat).reshape(b, h * w) / temperature
+    return (h * w * logits.softmax(dim=1)).reshape(b, 1, h, w)
+
+
+def global_channel_mask(feat: torch.Tensor, temperature: float = 0.5) -> torch.Tensor:
+    b, c = feat.shape[:2]
+    logits = channel_logits(feat).reshape(b, c) / temperature
+    return (c * logits.softmax(dim=1)).reshape(b, c, 1, 1)
+
+
+def _to_patches(x: torch.Tensor, p: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """B x K x H x W -> (B x K x nh x nw x p*p patches, validity of each cell, same shape, bool)."""
+    b, k, h, w = x.shape
+    nh, nw = math.ceil(h / p), math.ceil(w / p)
+    pad = (0, nw * p - w, 0, nh * p - h)
+    xp = F.pad(x, pad)
+    valid = F.pad(torch.ones(1, 1, h, w, dtype=torch.bool, device=x.device), pad)
+
+    def split(t):
+        return t.reshape(t.shape[0], t.shape[1], nh, p, nw, p).permute(0, 1, 2, 4, 3, 5).reshape(
+            t.shape[0], t.shape[1], nh, nw, p * p)
+
+    return split(xp), split(valid)
+
+
+def _from_patches(patches: torch.Tensor, h: int, w: int, p: int) -> torch.Tensor:
+    """Inverse of :func:`_to_patches`, dropping the padded cells."""
+    b, k, nh, nw, _ = patches.shape
+    full = patches.reshape(b, k, nh, nw, p, p).permute(0, 1, 2, 4, 3, 5).reshape(b, k, nh * p, nw * p)
+    return full[:, :, :h, :w]
+
+
+def _check_patch(patch_size: int) -> None:
+    if int(patch_size) != patch_size or patch_size < 1:
+        raise ValueError(f"patch_size must be a positive integer, got {patch_size!r}")
+
+
+def local_spatial_mask(feat: torch.Tensor, patch_size: int = 7, temperature: float = 0.5) -> torch.Tensor:
+    _check_patch(patch_size)
+    h, w = feat.shape[-2:]
+    logits, valid = _to_patches(spatial_logits(feat) / temperature, patch_size)
+    soft = logits.masked_fill(~valid, float("-inf")).softmax(dim=-1)
+    n_real = valid.sum(dim=-1, keepdim=True)
+    return _from_patches(soft * n_real, h, w, patch_size)
+
+
+def local_channel_mask(feat: torch.Tensor, patch_size: int = 7, temperature: float = 0.5) -> torch.Tensor:
+    """B x C x H x W: every cell carries the channel mask of its patch (channel logits = mean |F|
+    over the patch's real cells)."""
+    _check_patch(patch_size)
+    c = feat.shape[1]
+    h, w = feat.shape[-2:]
+    patches, valid = _to_patches(feat.abs(), patch_size)
+    n_real = valid.sum(dim=-1)  # 1 x 1 x nh x nw
+    logits = patches.sum(dim=-1) / n_real / temperature  # padding is 0, so the sum is over real cells
+    per_patch = c * logits.softmax(dim=1)  # B x C x nh x nw
+    cells = per_patch.unsqueeze(-1).expand(*per_patch.shape, patch_size * patch_size)
+    return _from_patches(cells, h, w, patch_size)
+
+
+def _pair_mean(fn, teacher: torch.Tensor, student: torch.Tensor, *args) -> torch.Tensor:
+    """Zhang & Ma use the mean of the teacher's and the student's mask, detached."""
+    return 0.5 * (fn(teacher.detach(), *args) + fn(student.detach(), *args))
+
+
+def glam(teacher: torch.Tensor, student: torch.Tensor, mode: MaskMode = "both", patch_size: int = 7,
+         temperature: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weights for the distillation losses: ``(spatial, feature)``.
+
+    * ``spatial`` (B x 1 x H x W) weights per-location head losses;
+    * ``feature`` (broadcastable to B x C x H x W) weights the feature imitation loss:
+      the product of the spatial and channel masks.
+
+    ``mode``: ``global`` -- Zhang & Ma's masks; ``local`` -- patch-wise masks; ``both`` (GLAMD) --
+    the mean of the global and the local weights, i.e. the global-mask loss and the patch-wise
+    loss averaged; ``uniform`` -- all ones (the "w/o GLAM" rows of the paper's Table 4).
+    ``student`` must already have the teacher's channel count (adapted features).
+    """
+    if mode not in MASK_MODES:
+        raise ValueError(f"mask mode must be one of {MASK_MODES}, got {mode!r}")
+    if teacher.shape != student.shape:
+        raise ValueError(f"teacher {tuple(teacher.shape)} and student {tuple(student.shape)} features must "
+                         "have the same shape (adapt the student's channels first)")
+    b, c, h, w = teacher.shape
+    if mode == "uniform":
+        ones = teacher.new_ones(b, 1, h, w)
+        return ones, ones
+    parts = []
+    if mode in ("both", "global"):
+        s = _pair_mean(global_spatial_mask, teacher, student, temperature)
+        parts.append((s, s * _pair_mean(global_channel_mask, teacher, student, temperature)))
+    if mode in ("both", "local"):
+        s = _pair_mean(local_spatial_mask, teacher, student, patch_size, temperature)
+        parts.append((s, s * _pair_mean(local_channel_mask, teacher, student, patch_size, temperature)))
+    spatial = sum(p[0] for p in parts) / len(parts)
+    feature = sum(p[1] for p in parts) / len(parts)
+    return spatial, feature
