@@ -214,6 +214,7 @@ def train(model: nn.Module, dataset: Dataset, cfg: TrainConfig, out_dir: str | P
                 bar.set_postfix(loss=f"{values['loss']:.3f}")
                 log.write(json.dumps({"epoch": epoch, "iter": epoch * iters_per_epoch + i,
                                       "lr": optimizer.param_groups[0]["lr"], **values}) + "\n")
+                log.flush()
         n = max(1, i + 1)
         summary = {"epoch": epoch, **{k: v / n for k, v in sums.items()},
                    "lr": optimizer.param_groups[0]["lr"], "epoch_seconds": time.perf_counter() - t0}
