@@ -1,0 +1,110 @@
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from glamd_core.data import VOCDetection, train_transforms
+from glamd_core.data.base import collate
+from glamd_core.detectors import build_detector
+from glamd_core.distill import Distiller, DistillConfig
+from glamd_core.engine import TrainConfig, to_device, train
+
+from test_detectors import TINY, _batch
+
+DISTILL_KEYS = {"distill_feat", "distill_cls", "distill_loc"}
+
+
+def _pair(kind, num_classes=4, student_backbone="resnet10t", student_fpn=16):
+    torch.manual_seed(0)
+    teacher = build_detector(kind, "resnet18", num_classes, **TINY)
+    student = build_detector(kind, student_backbone, num_classes, **(TINY | dict(fpn_channels=student_fpn)))
+    return teacher, student
+
+
+@pytest.mark.parametrize("kind", ["retinanet", "faster_rcnn"])
+@pytest.mark.parametrize("method", ["glamd", "global", "local", "uniform"])
+def test_gradients_reach_the_student_only(kind, method):
+    teacher, student = _pair(kind)
+    before = copy.deepcopy(teacher.state_dict())
+    d = Distiller(teacher, student, DistillConfig(method=method)).train()
+    assert not teacher.training
+    losses = d(*_batch())
+    assert DISTILL_KEYS <= set(losses)
+    sum(losses.values()).backward()
+    assert all(p.grad is None and not p.requires_grad for p in teacher.parameters())
+    assert next(student.backbone.body.parameters()).grad.abs().sum() > 0
+    assert all(a.weight.grad is not None for a in d.adapters)
+    for k, v in teacher.state_dict().items():  # BN running stats untouched too
+        assert torch.equal(v, before[k]), k
+
+
+@pytest.mark.parametrize("kind", ["retinanet", "faster_rcnn"])
+def test_distillation_losses_vanish_when_student_is_the_teacher(kind):
+    teacher, _ = _pair(kind)
+    student = copy.deepcopy(teacher)
+    d = Distiller(teacher, student, DistillConfig(method="glamd")).train()
+    for m in student.modules():  # batch statistics would differ from the teacher's running ones
+        if isinstance(m, nn.BatchNorm2d):
+            m.eval()
+    with torch.no_grad():
+        for a in d.adapters:
+            a.weight.copy_(torch.eye(a.weight.shape[0]).reshape_as(a.weight))
+            a.bias.zero_()
+    losses = d(*_batch())
+    for k in DISTILL_KEYS:
+        assert float(losses[k]) == pytest.approx(0.0, abs=1e-5), k
+
+
+def test_method_none_and_weights_switch_terms_off():
+    teacher, student = _pair("retinanet")
+    plain = Distiller(teacher, student, DistillConfig(method="none")).train()(*_batch())
+    assert set(plain) == {"classification", "bbox_regression"}
+    only_feat = Distiller(teacher, student, DistillConfig(beta=0, gamma=0)).train()(*_batch())
+    assert set(only_feat) - set(plain) == {"distill_feat"}
+    torch.manual_seed(5)
+    one = Distiller(teacher, student, DistillConfig(alpha=1.0, beta=0, gamma=0)).train()
+    torch.manual_seed(5)
+    two = Distiller(teacher, student, DistillConfig(alpha=2.0, beta=0, gamma=0)).train()
+    batch = _batch()
+    assert float(two(*batch)["distill_feat"]) == pytest.approx(2 * float(one(*batch)["distill_feat"]))
+
+
+def test_bad_pairs_and_configs_are_rejected():
+    r, _ = _pair("retinanet")
+    f, _ = _pair("faster_rcnn")
+    with pytest.raises(TypeError, match="same detector kind"):
+        Distiller(r, f)
+    with pytest.raises(ValueError, match="method"):
+        DistillConfig(method="fitnet")
+    with pytest.raises(ValueError, match="non-negative"):
+        DistillConfig(alpha=-1)
+
+
+def test_eval_mode_returns_the_students_detections():
+    teacher, student = _pair("retinanet")
+    d = Distiller(teacher, student).eval()
+    images, _ = _batch()
+    with torch.no_grad():
+        out = d(images)
+    assert len(out) == 2 and set(out[0]) == {"boxes", "scores", "labels"}
+
+
+@pytest.mark.parametrize("kind", ["retinanet", "faster_rcnn"])
+def test_a_distiller_training_run_reduces_the_distillation_loss(synthetic_root, tmp_path, kind):
+    ds = VOCDetection(synthetic_root, "train", transforms=train_transforms(hflip=0.0), skip_ignored=True)
+    ds.records = ds.records[:4]
+    batch = to_device(*collate([ds[i] for i in range(4)]), "cpu")
+    teacher, student = _pair(kind, ds.num_classes)
+    d = Distiller(teacher, student, DistillConfig(method="glamd"))
+
+    def distill_loss():
+        d.train()
+        torch.manual_seed(1)
+        with torch.no_grad():
+            return float(sum(v for k, v in d(*batch).items() if k in DISTILL_KEYS))
+
+    before = distill_loss()
+    train(d, ds, TrainConfig(epochs=6, batch_size=4, lr=1e-3, warmup_iters=1, progress=False), tmp_path)
+    after = distill_loss()
+    assert after < 0.7 * before, (before, after)
