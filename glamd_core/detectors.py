@@ -41,6 +41,9 @@ class DetectorOptions:
     anchor_octaves: tuple[float, ...] = (1.0, 2 ** (1 / 3), 2 ** (2 / 3))
     aspect_ratios: tuple[float, ...] = (0.5, 1.0, 2.0)
     head_norm: bool = True  # GroupNorm in the RetinaNet head (torchvision's v2 head); helps from scratch
+    # RetinaNet anchor matching (torchvision / paper: 0.5 and 0.4)
+    fg_iou_thresh: float = 0.5
+    bg_iou_thresh: float = 0.4
     # Faster R-CNN sampling sizes and proposal counts
     rpn_batch_size_per_image: int = 256
     box_batch_size_per_image: int = 512
@@ -136,7 +139,8 @@ def build_detector(kind: str, backbone: str, num_classes: int, pretrained: bool 
         norm = partial(nn.GroupNorm, min(32, opts.fpn_channels // 4)) if opts.head_norm else None
         head = RetinaNetHead(opts.fpn_channels, anchors.num_anchors_per_location()[0], num_classes, norm_layer=norm)
         model = RetinaNet(body, num_classes, anchor_generator=anchors, head=head,
-                          score_thresh=opts.score_thresh, **common)
+                          score_thresh=opts.score_thresh, fg_iou_thresh=opts.fg_iou_thresh,
+                          bg_iou_thresh=opts.bg_iou_thresh, **common)
     else:
         body = TimmFPN(backbone, opts.fpn_channels, opts.out_indices, LastLevelMaxPool(), pretrained,
                        backbone_checkpoint)

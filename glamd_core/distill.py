@@ -84,16 +84,21 @@ class Distiller(nn.Module):
 
     def _hook_student(self) -> None:
         s = self.student
-        s.transform.register_forward_hook(self._store("image_list", lambda a, o: o[0]))
-        s.backbone.register_forward_hook(self._store("features"))
+        taps = [(s.transform, "image_list", lambda a, o: o[0]), (s.backbone, "features", None)]
         if self.two_stage:
-            s.rpn.head.register_forward_hook(self._store("rpn"))
-            s.rpn.anchor_generator.register_forward_hook(self._store("anchors"))
-            s.roi_heads.box_roi_pool.register_forward_hook(self._store("proposals", lambda a, o: a[1]))
-            s.roi_heads.box_predictor.register_forward_hook(self._store("roi"))
+            taps += [(s.rpn.head, "rpn", None), (s.rpn.anchor_generator, "anchors", None),
+                     (s.roi_heads.box_roi_pool, "proposals", lambda a, o: a[1]),
+                     (s.roi_heads.box_predictor, "roi", None)]
         else:
-            s.head.register_forward_hook(self._store("head"))
-            s.anchor_generator.register_forward_hook(self._store("anchors"))
+            taps += [(s.head, "head", None), (s.anchor_generator, "anchors", None)]
+        self._handles = [m.register_forward_hook(self._store(name, pick) if pick else self._store(name))
+                         for m, name, pick in taps]
+
+    def remove_hooks(self) -> None:
+        """Detach from the student (e.g. before wrapping it in another Distiller)."""
+        for h in self._handles:
+            h.remove()
+        self._handles = []
 
     def train(self, mode: bool = True):
         super().train(mode)

@@ -80,23 +80,50 @@ def local_spatial_mask(feat: torch.Tensor, patch_size: int = 7, temperature: flo
     return _from_patches(soft * n_real, h, w, patch_size)
 
 
+def _patch_channel_logits(abs_feat: torch.Tensor, patch_size: int) -> torch.Tensor:
+    """B x C x nh x nw: mean |F| over each patch's *real* cells. avg_pool2d with ceil_mode and no
+    padding divides a ragged edge window by its in-image cell count, which is exactly that."""
+    return F.avg_pool2d(abs_feat, patch_size, patch_size, ceil_mode=True)
+
+
+def _upsample_patches(per_patch: torch.Tensor, h: int, w: int, patch_size: int) -> torch.Tensor:
+    """B x K x nh x nw -> B x K x H x W, every cell taking its patch's value."""
+    return F.interpolate(per_patch, scale_factor=patch_size, mode="nearest")[..., :h, :w]
+
+
 def local_channel_mask(feat: torch.Tensor, patch_size: int = 7, temperature: float = 0.5) -> torch.Tensor:
     """B x C x H x W: every cell carries the channel mask of its patch (channel logits = mean |F|
     over the patch's real cells)."""
     _check_patch(patch_size)
-    c = feat.shape[1]
-    h, w = feat.shape[-2:]
-    patches, valid = _to_patches(feat.abs(), patch_size)
-    n_real = valid.sum(dim=-1)  # 1 x 1 x nh x nw
-    logits = patches.sum(dim=-1) / n_real / temperature  # padding is 0, so the sum is over real cells
-    per_patch = c * logits.softmax(dim=1)  # B x C x nh x nw
-    cells = per_patch.unsqueeze(-1).expand(*per_patch.shape, patch_size * patch_size)
-    return _from_patches(cells, h, w, patch_size)
+    c, h, w = feat.shape[1:]
+    per_patch = c * (_patch_channel_logits(feat.abs(), patch_size) / temperature).softmax(dim=1)
+    return _upsample_patches(per_patch, h, w, patch_size)
 
 
-def _pair_mean(fn, teacher: torch.Tensor, student: torch.Tensor, *args) -> torch.Tensor:
-    """Zhang & Ma use the mean of the teacher's and the student's mask, detached."""
-    return 0.5 * (fn(teacher.detach(), *args) + fn(student.detach(), *args))
+def _masks_of(feat: torch.Tensor, patch_size: int, temperature: float, want_global: bool, want_local: bool):
+    """All masks of one feature map from one pass of |F| (global channel logits are the
+    cell-count-weighted mean of the per-patch ones, so the local masks cost little extra)."""
+    b, c, h, w = feat.shape
+    abs_feat = feat.abs()
+    spatial = abs_feat.mean(dim=1, keepdim=True) / temperature
+    out = {}
+    if want_local or want_global:
+        if want_local:
+            patch_logits = _patch_channel_logits(abs_feat, patch_size)
+            nh, nw = patch_logits.shape[-2:]
+            _, valid = _to_patches(spatial[:1, :1], patch_size)
+            counts = valid.sum(dim=-1).to(feat.dtype)  # 1 x 1 x nh x nw real cells per patch
+            channel = (patch_logits * counts).sum(dim=(2, 3), keepdim=True) / (h * w)
+        else:
+            channel = abs_feat.mean(dim=(2, 3), keepdim=True)
+    if want_global:
+        out["global"] = (h * w * spatial.reshape(b, -1).softmax(dim=1).reshape(b, 1, h, w),
+                         c * (channel / temperature).softmax(dim=1))
+    if want_local:
+        logits, valid = _to_patches(spatial, patch_size)
+        soft = logits.masked_fill(~valid, float("-inf")).softmax(dim=-1) * valid.sum(dim=-1, keepdim=True)
+        out["local"] = (_from_patches(soft, h, w, patch_size), c * (patch_logits / temperature).softmax(dim=1))
+    return out
 
 
 def glam(teacher: torch.Tensor, student: torch.Tensor, mode: MaskMode = "both", patch_size: int = 7,
@@ -117,17 +144,28 @@ def glam(teacher: torch.Tensor, student: torch.Tensor, mode: MaskMode = "both", 
     if teacher.shape != student.shape:
         raise ValueError(f"teacher {tuple(teacher.shape)} and student {tuple(student.shape)} features must "
                          "have the same shape (adapt the student's channels first)")
+    _check_patch(patch_size)
     b, c, h, w = teacher.shape
     if mode == "uniform":
         ones = teacher.new_ones(b, 1, h, w)
         return ones, ones
-    parts = []
-    if mode in ("both", "global"):
-        s = _pair_mean(global_spatial_mask, teacher, student, temperature)
-        parts.append((s, s * _pair_mean(global_channel_mask, teacher, student, temperature)))
-    if mode in ("both", "local"):
-        s = _pair_mean(local_spatial_mask, teacher, student, patch_size, temperature)
-        parts.append((s, s * _pair_mean(local_channel_mask, teacher, student, patch_size, temperature)))
-    spatial = sum(p[0] for p in parts) / len(parts)
-    feature = sum(p[1] for p in parts) / len(parts)
+    want_global, want_local = mode in ("both", "global"), mode in ("both", "local")
+    with torch.no_grad():
+        mt = _masks_of(teacher, patch_size, temperature, want_global, want_local)
+        ms = _masks_of(student, patch_size, temperature, want_global, want_local)
+        # Each mask is the mean of the teacher's and the student's (Zhang & Ma); with both parts,
+        # GLAM = the mean of the global and the local weights. The 1/2s are folded into the
+        # small channel masks so the full-size weight is formed in two passes.
+        scale = 0.5 if mode == "both" else 1.0
+        spatial, feature = None, None
+        if want_global:
+            g_s = 0.5 * (mt["global"][0] + ms["global"][0])
+            g_c = (0.5 * scale) * (mt["global"][1] + ms["global"][1])
+            spatial = g_s
+            feature = g_s * g_c
+        if want_local:
+            l_s = 0.5 * (mt["local"][0] + ms["local"][0])
+            l_c = _upsample_patches((0.5 * scale) * (mt["local"][1] + ms["local"][1]), h, w, patch_size)
+            spatial = l_s if spatial is None else 0.5 * (spatial + l_s)
+            feature = l_s * l_c if feature is None else torch.addcmul(feature, l_s, l_c)
     return spatial, feature

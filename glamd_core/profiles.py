@@ -51,7 +51,7 @@ PROFILES: dict[str, Profile] = {
         name="cpu",
         data=SyntheticSpec(num_train=800, num_val=200, image_size=128, seed=0, min_size_frac=0.1, max_objects=8),
         detector=_CPU_DETECTOR,
-        train=TrainConfig(epochs=12, batch_size=8, optimizer="adamw", lr=2e-3, weight_decay=0.05,
+        train=TrainConfig(epochs=12, batch_size=8, optimizer="adamw", lr=1e-3, weight_decay=0.05,
                           warmup_iters=100, schedule="cosine"),
         teacher_backbone="resnet34", student_backbone="resnet18", seeds=(0, 1, 2),
     ),

@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 
 from .profiles import Profile
-from .runs import REPO_ROOT, RESULTS_DIR, RUNS_DIR, train_detector
+from .runs import DATA_DIR, REPO_ROOT, RESULTS_DIR, RUNS_DIR, train_detector
 
 
 def git_commit() -> str:
@@ -41,7 +41,7 @@ def manifest(profile: Profile, seeds, wall_seconds: float, **extra) -> dict:
 
 
 def run_baselines(profile: Profile, kinds=("retinanet", "faster_rcnn"), seeds=None,
-                  runs_dir: Path = RUNS_DIR, out_dir: Path | None = None) -> pd.DataFrame:
+                  runs_dir: Path = RUNS_DIR, out_dir: Path | None = None, data_dir: Path = DATA_DIR) -> pd.DataFrame:
     """Teacher (first seed) and student (every seed) per detector kind; returns one row per run."""
     seeds = tuple(seeds if seeds is not None else profile.seeds)
     t0 = time.perf_counter()
@@ -50,7 +50,7 @@ def run_baselines(profile: Profile, kinds=("retinanet", "faster_rcnn"), seeds=No
         for role, backbone, role_seeds in (("teacher", profile.teacher_backbone, seeds[:1]),
                                            ("student", profile.student_backbone, seeds)):
             for seed in role_seeds:
-                r = train_detector(kind, backbone, profile, seed, runs_dir)
+                r = train_detector(kind, backbone, profile, seed, runs_dir, data_dir=data_dir)
                 rows.append({"kind": kind, "role": role, "backbone": backbone, "seed": seed,
                              **{k: round(100 * v, 2) for k, v in r["metrics"].items()},
                              "train_minutes": round(r["train_seconds"] / 60, 2), "run": r["run_dir"]})

@@ -17,7 +17,8 @@ import torch
 
 from .data import VOCDetection, ensure_dataset, eval_transforms, train_transforms
 from .detectors import build_detector
-from .engine import train
+from .distill import DistillConfig, Distiller
+from .engine import CHECKPOINT, train
 from .evaluation import evaluate
 from .profiles import Profile
 
@@ -31,12 +32,12 @@ def config_key(config: dict) -> str:
     return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
-def dataset_root(profile: Profile, voc_root: str | Path | None = None) -> Path:
+def dataset_root(profile: Profile, voc_root: str | Path | None = None, data_dir: Path = DATA_DIR) -> Path:
     """The profile's dataset on disk (generated on first use for synthetic profiles)."""
     if profile.data is None:
-        return Path(voc_root or DATA_DIR / "VOCdevkit" / "VOC2007")
+        return Path(voc_root or Path(data_dir) / "VOCdevkit" / "VOC2007")
     spec = profile.data
-    root = DATA_DIR / f"synthetic-{config_key(asdict(spec))}"
+    root = Path(data_dir) / f"synthetic-{config_key(asdict(spec))}"
     return ensure_dataset(root, spec, progress=profile.train.progress)
 
 
@@ -44,15 +45,13 @@ def splits(profile: Profile) -> tuple[str, str]:
     return ("train", "val") if profile.data is not None else ("trainval", "test")
 
 
-def train_detector(kind: str, backbone: str, profile: Profile, seed: int = 0, runs_dir: Path = RUNS_DIR,
-                   voc_root: str | Path | None = None) -> dict:
-    """Train (or reuse) one plain detector and evaluate it; returns ``eval.json``'s content."""
-    root = dataset_root(profile, voc_root)
-    cfg = profile.with_train(seed=seed).train
-    config = {"what": "detector", "kind": kind, "backbone": backbone, "detector": profile.detector,
-              "train": asdict(cfg) | {"progress": None}, "data": str(root.relative_to(REPO_ROOT))
-              if root.is_relative_to(REPO_ROOT) else str(root)}
-    run_dir = Path(runs_dir) / f"{kind}-{backbone}-s{seed}-{config_key(config)}"
+def _data_name(root: Path) -> str:
+    return str(root.relative_to(REPO_ROOT)) if root.is_relative_to(REPO_ROOT) else str(root)
+
+
+def _run(name: str, config: dict, build, profile: Profile, cfg, root: Path, runs_dir: Path) -> dict:
+    """Train ``build(num_classes) -> (trainable, detector)`` once per config; evaluate ``detector``."""
+    run_dir = Path(runs_dir) / f"{name}-{config_key(config)}"
     done = run_dir / "eval.json"
     if done.exists():
         return json.loads(done.read_text())
@@ -61,19 +60,56 @@ def train_detector(kind: str, backbone: str, profile: Profile, seed: int = 0, ru
     train_split, val_split = splits(profile)
     train_ds = VOCDetection(root, train_split, transforms=train_transforms(), skip_ignored=True)
     val_ds = VOCDetection(root, val_split, transforms=eval_transforms())
-    torch.manual_seed(seed)  # model initialisation
-    model = build_detector(kind, backbone, train_ds.num_classes, **profile.detector)
+    torch.manual_seed(cfg.seed)  # model initialisation
+    trainable, detector = build(train_ds.num_classes)
     t0 = time.perf_counter()
-    summary = train(model, train_ds, cfg, run_dir)
-    seconds = _training_seconds(run_dir)
-    metrics = evaluate(model, val_ds, profile.eval_batch_size, cfg.device, run_dir / "detections_val.json",
+    summary = train(trainable, train_ds, cfg, run_dir)
+    metrics = evaluate(detector, val_ds, profile.eval_batch_size, cfg.device, run_dir / "detections_val.json",
                        progress=cfg.progress)
-    result = {"kind": kind, "backbone": backbone, "seed": seed, "profile": profile.name, "metrics": metrics,
-              "train_seconds": seconds, "wall_seconds_this_call": time.perf_counter() - t0,
-              "final_loss": summary.get("loss"), "run_dir": run_dir.name,
-              "threads": torch.get_num_threads()}
+    result = {**{k: config[k] for k in ("kind", "backbone", "seed") if k in config}, "profile": profile.name,
+              "metrics": metrics, "train_seconds": _training_seconds(run_dir),
+              "wall_seconds_this_call": time.perf_counter() - t0, "final_loss": summary.get("loss"),
+              "run_dir": run_dir.name, "threads": torch.get_num_threads()}
     done.write_text(json.dumps(result, indent=2))
     return result
+
+
+def train_detector(kind: str, backbone: str, profile: Profile, seed: int = 0, runs_dir: Path = RUNS_DIR,
+                   voc_root: str | Path | None = None, data_dir: Path = DATA_DIR) -> dict:
+    """Train (or reuse) one plain detector and evaluate it; returns ``eval.json``'s content."""
+    root = dataset_root(profile, voc_root, data_dir)
+    cfg = profile.with_train(seed=seed).train
+    config = {"what": "detector", "kind": kind, "backbone": backbone, "seed": seed, "detector": profile.detector,
+              "train": asdict(cfg) | {"progress": None}, "data": _data_name(root)}
+
+    def build(num_classes):
+        model = build_detector(kind, backbone, num_classes, **profile.detector)
+        return model, model
+
+    return _run(f"{kind}-{backbone}-s{seed}", config, build, profile, cfg, root, runs_dir)
+
+
+def train_distilled(kind: str, teacher_backbone: str, student_backbone: str, profile: Profile,
+                    distill: DistillConfig, seed: int = 0, runs_dir: Path = RUNS_DIR,
+                    voc_root: str | Path | None = None, data_dir: Path = DATA_DIR, teacher_seed: int | None = None) -> dict:
+    """Train (or reuse) the teacher, then a student distilled from it; evaluates the student."""
+    teacher_seed = profile.seeds[0] if teacher_seed is None else teacher_seed
+    teacher_run = train_detector(kind, teacher_backbone, profile, teacher_seed, runs_dir, voc_root, data_dir)
+    root = dataset_root(profile, voc_root, data_dir)
+    cfg = profile.with_train(seed=seed).train
+    config = {"what": "distilled", "kind": kind, "backbone": student_backbone, "seed": seed,
+              "teacher_run": teacher_run["run_dir"], "distill": asdict(distill), "detector": profile.detector,
+              "train": asdict(cfg) | {"progress": None}, "data": _data_name(root)}
+
+    def build(num_classes):
+        teacher = build_detector(kind, teacher_backbone, num_classes, **profile.detector,
+                                 checkpoint=Path(runs_dir) / teacher_run["run_dir"] / CHECKPOINT)
+        student = build_detector(kind, student_backbone, num_classes, **profile.detector)
+        return Distiller(teacher, student, distill), student
+
+    name = f"{kind}-{student_backbone}-{distill.method}-s{seed}"
+    return _run(name, config, build, profile, cfg, root, runs_dir) | {"method": distill.method,
+                                                                      "teacher_run": teacher_run["run_dir"]}
 
 
 def _training_seconds(run_dir: Path) -> float:

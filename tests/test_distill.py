@@ -53,7 +53,7 @@ def test_distillation_losses_vanish_when_student_is_the_teacher(kind):
             a.bias.zero_()
     losses = d(*_batch())
     for k in DISTILL_KEYS:
-        assert float(losses[k]) == pytest.approx(0.0, abs=1e-5), k
+        assert float(losses[k].detach()) == pytest.approx(0.0, abs=1e-5), k
 
 
 def test_method_none_and_weights_switch_terms_off():

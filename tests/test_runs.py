@@ -1,0 +1,60 @@
+import json
+from dataclasses import replace
+
+import pytest
+
+from glamd_core import runs
+from glamd_core.__main__ import main as cli
+from glamd_core.profiles import PROFILES, get_profile
+from glamd_core.reproduce import run_baselines
+
+SMOKE = get_profile("smoke")
+
+
+def test_a_run_is_cached_by_its_config_and_reused(tmp_path, monkeypatch):
+    first = runs.train_detector("retinanet", "resnet10t", SMOKE, 0, tmp_path / "runs", data_dir=tmp_path / "data")
+    assert set(first["metrics"]) >= {"AP", "AP50", "AP75", "APs", "APm", "APl", "VOC07_mAP50"}
+    assert first["train_seconds"] > 0
+    run_dir = tmp_path / "runs" / first["run_dir"]
+    assert {"config.json", "last.pt", "metrics.jsonl", "metrics.csv", "eval.json", "detections_val.json"} <= \
+        {p.name for p in run_dir.iterdir()}
+
+    def no_training(*a, **k):
+        raise AssertionError("a cached run must not train again")
+
+    monkeypatch.setattr(runs, "train", no_training)
+    assert runs.train_detector("retinanet", "resnet10t", SMOKE, 0, tmp_path / "runs", data_dir=tmp_path / "data") == first
+    with pytest.raises(AssertionError, match="must not train"):  # any changed setting is a new run
+        runs.train_detector("retinanet", "resnet10t", SMOKE.with_train(lr=5e-4), 0, tmp_path / "runs",
+                            data_dir=tmp_path / "data")
+
+
+def test_config_key_changes_with_any_setting():
+    a = {"detector": {"image_size": 128}, "train": {"lr": 1e-3}}
+    b = {"detector": {"image_size": 128}, "train": {"lr": 2e-3}}
+    assert runs.config_key(a) == runs.config_key(json.loads(json.dumps(a)))
+    assert runs.config_key(a) != runs.config_key(b)
+
+
+def test_baselines_table_and_manifest(tmp_path):
+    profile = replace(SMOKE, teacher_backbone="resnet10t", student_backbone="resnet10t")
+    table = run_baselines(profile, kinds=("faster_rcnn",), seeds=(0, 1), runs_dir=tmp_path / "runs",
+                          out_dir=tmp_path / "out", data_dir=tmp_path / "data")
+    assert list(table.role) == ["teacher", "student", "student"]
+    assert list(table.seed) == [0, 0, 1]
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["profile"] == "smoke" and manifest["seeds"] == [0, 1]
+    assert {"commit", "wall_seconds", "torch", "torchvision", "timm"} <= set(manifest)
+    md = (tmp_path / "out" / "table.md").read_text()
+    assert "Profile `smoke`, seeds [0, 1]" in md and "| kind" in md
+    assert (tmp_path / "out" / "table.csv").read_text().startswith("kind,role,backbone,seed,AP,")
+
+
+def test_profiles_are_data_and_unknown_names_fail():
+    assert {"smoke", "cpu", "paper"} <= set(PROFILES)
+    assert PROFILES["cpu"].data.num_train > PROFILES["smoke"].data.num_train
+    assert PROFILES["paper"].data is None
+    with pytest.raises(ValueError, match="unknown profile 'fast'"):
+        get_profile("fast")
+    with pytest.raises(SystemExit):
+        cli(["reproduce", "--profile", "fast"])
