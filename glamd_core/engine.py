@@ -227,6 +227,8 @@ def train(model: nn.Module, dataset: Dataset, cfg: TrainConfig, out_dir: str | P
             _atomic_save({"model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
                           "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "epoch": epoch,
                           "rng": _rng_state(), "config": asdict(cfg), "summary": summary}, ckpt_path)
+        if world > 1:
+            torch.distributed.barrier()  # nobody resumes from a checkpoint rank 0 is still writing
     if log:
         log.close()
     return summary

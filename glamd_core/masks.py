@@ -107,21 +107,18 @@ def _masks_of(feat: torch.Tensor, patch_size: int, temperature: float, want_glob
     abs_feat = feat.abs()
     spatial = abs_feat.mean(dim=1, keepdim=True) / temperature
     out = {}
-    if want_local or want_global:
-        if want_local:
-            patch_logits = _patch_channel_logits(abs_feat, patch_size)
-            nh, nw = patch_logits.shape[-2:]
-            _, valid = _to_patches(spatial[:1, :1], patch_size)
-            counts = valid.sum(dim=-1).to(feat.dtype)  # 1 x 1 x nh x nw real cells per patch
-            channel = (patch_logits * counts).sum(dim=(2, 3), keepdim=True) / (h * w)
-        else:
-            channel = abs_feat.mean(dim=(2, 3), keepdim=True)
+    if want_local:
+        patch_spatial, valid = _to_patches(spatial, patch_size)
+        patch_logits = _patch_channel_logits(abs_feat, patch_size)
+        counts = valid.sum(dim=-1).to(feat.dtype)  # 1 x 1 x nh x nw real cells per patch
+        channel = (patch_logits * counts).sum(dim=(2, 3), keepdim=True) / (h * w)
+    else:
+        channel = abs_feat.mean(dim=(2, 3), keepdim=True)
     if want_global:
         out["global"] = (h * w * spatial.reshape(b, -1).softmax(dim=1).reshape(b, 1, h, w),
                          c * (channel / temperature).softmax(dim=1))
     if want_local:
-        logits, valid = _to_patches(spatial, patch_size)
-        soft = logits.masked_fill(~valid, float("-inf")).softmax(dim=-1) * valid.sum(dim=-1, keepdim=True)
+        soft = patch_spatial.masked_fill(~valid, float("-inf")).softmax(dim=-1) * valid.sum(dim=-1, keepdim=True)
         out["local"] = (_from_patches(soft, h, w, patch_size), c * (patch_logits / temperature).softmax(dim=1))
     return out
 
@@ -149,6 +146,8 @@ def glam(teacher: torch.Tensor, student: torch.Tensor, mode: MaskMode = "both", 
     if mode == "uniform":
         ones = teacher.new_ones(b, 1, h, w)
         return ones, ones
+    if mode in ("both", "local") and patch_size >= max(h, w):
+        mode = "global"  # one patch covering the map: the local mask *is* the global one (P6/P7 here)
     want_global, want_local = mode in ("both", "global"), mode in ("both", "local")
     with torch.no_grad():
         mt = _masks_of(teacher, patch_size, temperature, want_global, want_local)

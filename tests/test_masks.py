@@ -127,6 +127,9 @@ def test_glam_modes():
     torch.testing.assert_close(bf, (gf + lf) / 2)
     for m in (gs, ls, bs):
         torch.testing.assert_close(m.mean(dim=(1, 2, 3)), torch.ones(2))
+    # one patch covering the map: GLAM is the global mask
+    for got, want in zip(glam(t, s, "both", patch_size=11), (gs, gf)):
+        torch.testing.assert_close(got, want)
     with pytest.raises(ValueError, match="mask mode"):
         glam(t, s, "half")
     with pytest.raises(ValueError, match="same shape"):
