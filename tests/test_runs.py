@@ -58,3 +58,20 @@ def test_profiles_are_data_and_unknown_names_fail():
         get_profile("fast")
     with pytest.raises(SystemExit):
         cli(["reproduce", "--profile", "fast"])
+
+
+def test_distilled_run_reuses_the_cached_teacher(tmp_path):
+    from glamd_core.distill import DistillConfig
+
+    profile = replace(SMOKE, teacher_backbone="resnet10t", student_backbone="resnet10t")
+    kw = dict(runs_dir=tmp_path / "runs", data_dir=tmp_path / "data")
+    teacher = runs.train_detector("retinanet", "resnet10t", profile, 0, **kw)
+    r = runs.train_distilled("retinanet", "resnet10t", "resnet10t", profile, DistillConfig(method="glamd"), 1, **kw)
+    assert r["teacher_run"] == teacher["run_dir"] and r["method"] == "glamd"
+    assert 0.0 <= r["metrics"]["AP"] <= 1.0
+    config = json.loads((tmp_path / "runs" / r["run_dir"] / "config.json").read_text())
+    assert config["distill"]["method"] == "glamd" and config["teacher_run"] == teacher["run_dir"]
+    dirs = sorted(p.name for p in (tmp_path / "runs").iterdir())
+    assert len(dirs) == 2  # one teacher, one distilled student: the teacher was not trained twice
+    other = runs.train_distilled("retinanet", "resnet10t", "resnet10t", profile, DistillConfig(method="global"), 1, **kw)
+    assert other["run_dir"] != r["run_dir"]
