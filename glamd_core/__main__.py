@@ -22,7 +22,28 @@ def main(argv: list[str] | None = None) -> None:
     tr.add_argument("--backbone", default=None, help="timm name; default: the profile's student")
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument("--voc-root", default=None, help="real VOC root for the paper profile")
+    nb = sub.add_parser("notebooks", help="run notebooks with papermill at a profile (all by default)")
+    nb.add_argument("names", nargs="*", help="notebook names or paths; default: every notebooks/*.ipynb")
+    nb.add_argument("--profile", default="cpu", choices=sorted(PROFILES))
+    rs = sub.add_parser("runs", help="list or clear cached runs in runs/")
+    rs.add_argument("action", choices=["list", "clear"])
+    rs.add_argument("--pattern", default="*", help="glob over run names, for clear")
+    rs.add_argument("--unfinished-only", action="store_true")
     a = p.parse_args(argv)
+    if a.command == "notebooks":
+        from .notebooks import run_notebooks
+
+        for out in run_notebooks(a.names, a.profile):
+            print("executed", out)
+        return
+    if a.command == "runs":
+        from .experiments import clear_runs, list_runs
+
+        if a.action == "list":
+            print(list_runs().to_string(index=False))
+        else:
+            print("removed:", *clear_runs(pattern=a.pattern, unfinished_only=a.unfinished_only), sep="\n  ")
+        return
     profile = get_profile(a.profile)
     if a.command == "reproduce":
         from .reproduce import run_baselines

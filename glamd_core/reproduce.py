@@ -7,37 +7,14 @@ Writes ``results/00_baselines/`` (table.csv, table.md, manifest.json). Runs are 
 from __future__ import annotations
 
 import json
-import platform
-import subprocess
 import time
 from pathlib import Path
 
 import pandas as pd
-import torch
 
+from .experiments import git_commit, manifest
 from .profiles import Profile
-from .runs import DATA_DIR, REPO_ROOT, RESULTS_DIR, RUNS_DIR, train_detector
-
-
-def git_commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True,
-                             text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT,
-                               capture_output=True, text=True, check=True).stdout.strip()
-        return out + ("-dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
-def manifest(profile: Profile, seeds, wall_seconds: float, **extra) -> dict:
-    import timm
-    import torchvision
-
-    return {"profile": profile.name, "seeds": list(seeds), "commit": git_commit(),
-            "wall_seconds": round(wall_seconds, 1), "python": platform.python_version(),
-            "torch": torch.__version__, "torchvision": torchvision.__version__, "timm": timm.__version__,
-            "threads": torch.get_num_threads(), "machine": platform.machine(), **extra}
+from .runs import DATA_DIR, RESULTS_DIR, RUNS_DIR, train_detector
 
 
 def run_baselines(profile: Profile, kinds=("retinanet", "faster_rcnn"), seeds=None,
