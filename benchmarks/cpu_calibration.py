@@ -20,7 +20,8 @@ import torch
 from glamd_core.detectors import KINDS
 from glamd_core.profiles import get_profile
 from glamd_core.reproduce import run_baselines
-from glamd_core.runs import RESULTS_DIR, RUNS_DIR
+from glamd_core.experiments import results_dir
+from glamd_core.runs import RUNS_DIR
 
 
 def main() -> None:
@@ -33,7 +34,7 @@ def main() -> None:
     runs = Path(tempfile.mkdtemp(prefix="glamd-calib-")) if a.fresh else RUNS_DIR
     print(f"profile={profile.name} threads={torch.get_num_threads()} runs={runs}")
     table = run_baselines(profile, a.kinds, seeds=profile.seeds[:1], runs_dir=runs,
-                          out_dir=RESULTS_DIR / "00_calibration")
+                          out_dir=results_dir("00_calibration", profile.name))
     print(table.drop(columns=["run"]).to_string(index=False))
     ok = True
     for kind in a.kinds:

@@ -163,16 +163,16 @@ def train(model: nn.Module, dataset: Dataset, cfg: TrainConfig, out_dir: str | P
     ckpt_path = out_dir / CHECKPOINT
     if resume and ckpt_path.exists():
         ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
+        if ckpt["config"]["epochs"] != cfg.epochs:
+            # The LR schedule depends on the total length; a longer run is a different run.
+            raise ValueError(f"{ckpt_path} was written for {ckpt['config']['epochs']} epochs, not {cfg.epochs}; "
+                             "use a fresh out_dir")
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
         scaler.load_state_dict(ckpt["scaler"])
         _set_rng_state(ckpt["rng"])
         start_epoch, summary = ckpt["epoch"] + 1, ckpt.get("summary", {})
-        if ckpt["config"]["epochs"] != cfg.epochs:
-            # The LR schedule depends on the total length; a longer run is a different run.
-            raise ValueError(f"{ckpt_path} was written for {ckpt['config']['epochs']} epochs, not {cfg.epochs}; "
-                             "use a fresh out_dir")
     if world > 1:
         model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 

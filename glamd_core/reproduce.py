@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from .experiments import git_commit, manifest
+from .experiments import git_commit, manifest, results_dir
 from .profiles import Profile
-from .runs import DATA_DIR, RESULTS_DIR, RUNS_DIR, train_detector
+from .runs import DATA_DIR, RUNS_DIR, train_detector
 
 
 def run_baselines(profile: Profile, kinds=("retinanet", "faster_rcnn"), seeds=None,
@@ -32,7 +32,7 @@ def run_baselines(profile: Profile, kinds=("retinanet", "faster_rcnn"), seeds=No
                              **{k: round(100 * v, 2) for k, v in r["metrics"].items()},
                              "train_minutes": round(r["train_seconds"] / 60, 2), "run": r["run_dir"]})
     table = pd.DataFrame(rows)
-    out_dir = Path(out_dir or RESULTS_DIR / "00_baselines")
+    out_dir = Path(out_dir or results_dir("00_baselines", profile.name))
     out_dir.mkdir(parents=True, exist_ok=True)
     table.to_csv(out_dir / "table.csv", index=False)
     header = (f"Profile `{profile.name}`, seeds {list(seeds)}, commit `{git_commit()}`. "
