@@ -44,6 +44,7 @@ class DetectorOptions:
     # RetinaNet anchor matching (torchvision / paper: 0.5 and 0.4)
     fg_iou_thresh: float = 0.5
     bg_iou_thresh: float = 0.4
+    box_loss: str = "l1"  # RetinaNet box regression loss: "l1" (paper) or "giou" (torchvision's v2 recipe)
     # Faster R-CNN sampling sizes and proposal counts
     rpn_batch_size_per_image: int = 256
     box_batch_size_per_image: int = 512
@@ -138,6 +139,9 @@ def build_detector(kind: str, backbone: str, num_classes: int, pretrained: bool 
         anchors = _anchor_generator(strides, opts, opts.anchor_octaves)
         norm = partial(nn.GroupNorm, min(32, opts.fpn_channels // 4)) if opts.head_norm else None
         head = RetinaNetHead(opts.fpn_channels, anchors.num_anchors_per_location()[0], num_classes, norm_layer=norm)
+        if opts.box_loss not in ("l1", "smooth_l1", "giou", "ciou", "diou"):
+            raise ValueError(f"unknown box_loss {opts.box_loss!r}")
+        head.regression_head._loss_type = opts.box_loss  # how torchvision's own retinanet v2 builder sets it
         model = RetinaNet(body, num_classes, anchor_generator=anchors, head=head,
                           score_thresh=opts.score_thresh, fg_iou_thresh=opts.fg_iou_thresh,
                           bg_iou_thresh=opts.bg_iou_thresh, **common)

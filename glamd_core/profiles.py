@@ -53,7 +53,10 @@ PROFILES: dict[str, Profile] = {
         detector=_CPU_DETECTOR,
         train=TrainConfig(epochs=12, batch_size=8, optimizer="adamw", lr=1e-3, weight_decay=0.05,
                           warmup_iters=100, schedule="cosine"),
-        teacher_backbone="resnet34", student_backbone="resnet18", seeds=(0, 1, 2),
+        # On this data a ResNet18 student matches the ResNet34 teacher (65.6 vs 65.0 AP, Faster
+        # R-CNN, 12 epochs): both saturate it. A student with far less capacity is needed for a
+        # teacher-student gap to distil across; RegNetX-200MF is also twice as fast as ResNet18.
+        teacher_backbone="resnet34", student_backbone="regnetx_002", seeds=(0, 1, 2),
     ),
     "paper": Profile(
         name="paper",

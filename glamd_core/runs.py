@@ -66,7 +66,7 @@ def _run(name: str, config: dict, build, profile: Profile, cfg, root: Path, runs
     summary = train(trainable, train_ds, cfg, run_dir)
     metrics = evaluate(detector, val_ds, profile.eval_batch_size, cfg.device, run_dir / "detections_val.json",
                        progress=cfg.progress)
-    result = {**{k: config[k] for k in ("kind", "backbone", "seed") if k in config}, "profile": profile.name,
+    result = {"kind": config["kind"], "backbone": config["backbone"], "seed": cfg.seed, "profile": profile.name,
               "metrics": metrics, "train_seconds": _training_seconds(run_dir),
               "wall_seconds_this_call": time.perf_counter() - t0, "final_loss": summary.get("loss"),
               "run_dir": run_dir.name, "threads": torch.get_num_threads()}
@@ -79,7 +79,8 @@ def train_detector(kind: str, backbone: str, profile: Profile, seed: int = 0, ru
     """Train (or reuse) one plain detector and evaluate it; returns ``eval.json``'s content."""
     root = dataset_root(profile, voc_root, data_dir)
     cfg = profile.with_train(seed=seed).train
-    config = {"what": "detector", "kind": kind, "backbone": backbone, "seed": seed, "detector": profile.detector,
+    # (the seed is part of the key through "train")
+    config = {"what": "detector", "kind": kind, "backbone": backbone, "detector": profile.detector,
               "train": asdict(cfg) | {"progress": None}, "data": _data_name(root)}
 
     def build(num_classes):
@@ -97,7 +98,7 @@ def train_distilled(kind: str, teacher_backbone: str, student_backbone: str, pro
     teacher_run = train_detector(kind, teacher_backbone, profile, teacher_seed, runs_dir, voc_root, data_dir)
     root = dataset_root(profile, voc_root, data_dir)
     cfg = profile.with_train(seed=seed).train
-    config = {"what": "distilled", "kind": kind, "backbone": student_backbone, "seed": seed,
+    config = {"what": "distilled", "kind": kind, "backbone": student_backbone,
               "teacher_run": teacher_run["run_dir"], "distill": asdict(distill), "detector": profile.detector,
               "train": asdict(cfg) | {"progress": None}, "data": _data_name(root)}
 
