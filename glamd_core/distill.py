@@ -216,6 +216,3 @@ class Distiller(nn.Module):
         s_boxes = coder.decode_single(s_sel, boxes)
         return (L.softmax_distill_loss(s_logits, t_logits, roi_weight, cfg.roi_temperature),
                 L.iou_distill_loss(s_boxes, t_boxes, roi_weight))
-
-    def student_state_dict(self) -> dict:
-        return self.student.state_dict()

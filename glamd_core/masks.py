@@ -110,11 +110,12 @@ def _masks_of(feat: torch.Tensor, patch_size: int, temperature: float, want_glob
     if want_local:
         patch_spatial, valid = _to_patches(spatial, patch_size)
         patch_logits = _patch_channel_logits(abs_feat, patch_size)
-        counts = valid.sum(dim=-1).to(feat.dtype)  # 1 x 1 x nh x nw real cells per patch
-        channel = (patch_logits * counts).sum(dim=(2, 3), keepdim=True) / (h * w)
-    else:
-        channel = abs_feat.mean(dim=(2, 3), keepdim=True)
     if want_global:
+        if want_local:  # reuse the patch means instead of another pass over |F|
+            counts = valid.sum(dim=-1).to(feat.dtype)  # 1 x 1 x nh x nw real cells per patch
+            channel = (patch_logits * counts).sum(dim=(2, 3), keepdim=True) / (h * w)
+        else:
+            channel = abs_feat.mean(dim=(2, 3), keepdim=True)
         out["global"] = (h * w * spatial.reshape(b, -1).softmax(dim=1).reshape(b, 1, h, w),
                          c * (channel / temperature).softmax(dim=1))
     if want_local:
