@@ -138,6 +138,23 @@ def test_glam_modes():
         local_spatial_mask(t, 0)
 
 
+@pytest.mark.parametrize("shape", [(2, 3, 9, 11), (1, 2, 7, 7), (1, 2, 16, 5)])
+def test_glam_local_weights_match_reference(shape):
+    """The fast path of ``glam`` (patch sums, band-wise products) against the loop references."""
+    t, s = torch.randn(*shape, dtype=torch.float64), torch.randn(*shape, dtype=torch.float64)
+    p = 4
+    ref_s = (ref_local_spatial(t, p, 0.5) + ref_local_spatial(s, p, 0.5)) / 2
+    ref_c = (ref_local_channel(t, p, 0.5) + ref_local_channel(s, p, 0.5)) / 2
+    spatial, feature = glam(t, s, "local", patch_size=p)
+    torch.testing.assert_close(spatial, ref_s)
+    torch.testing.assert_close(feature, ref_s * ref_c)
+    g_s = (ref_global_spatial(t, 0.5) + ref_global_spatial(s, 0.5)) / 2
+    g_c = (ref_global_channel(t, 0.5) + ref_global_channel(s, 0.5)) / 2
+    spatial, feature = glam(t, s, "both", patch_size=p)
+    torch.testing.assert_close(spatial, (g_s + ref_s) / 2)
+    torch.testing.assert_close(feature, (g_s * g_c + ref_s * ref_c) / 2)
+
+
 def test_glam_masks_carry_no_gradient():
     t, s = torch.randn(1, 3, 8, 8, requires_grad=True), torch.randn(1, 3, 8, 8, requires_grad=True)
     spatial, feature = glam(t, s)
