@@ -1,6 +1,6 @@
 # Two commands do all set-up on a fresh machine (Python 3.11 with venv):
-#   make reproduce   the main job: the reproduction on the embedded synthetic dataset (cpu profile)
-#   make test        unit tests (+ notebooks via nbval once they exist)
+#   make reproduce   the main job: every experiment notebook at the cpu profile (papermill) -> results/
+#   make test        unit tests + every notebook via nbval at the smoke profile
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python

@@ -1,4 +1,4 @@
-"""Command line: ``python -m glamd_core {reproduce,train} ...``"""
+"""Command line: ``python -m glamd_core {reproduce,train,runs} ...``"""
 
 from __future__ import annotations
 
@@ -12,28 +12,25 @@ from .profiles import PROFILES, get_profile
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m glamd_core", description="GLAMD reproduction")
     sub = p.add_subparsers(dest="command", required=True)
-    rep = sub.add_parser("reproduce", help="train teachers and students of a profile, write results/")
+    rep = sub.add_parser("reproduce", help="the reproduction: run the experiment notebooks with papermill at a "
+                         "profile (every notebooks/*.ipynb by default); results in results/<notebook>/")
+    rep.add_argument("names", nargs="*", help="notebook names or paths, e.g. 01_voc_small_models")
     rep.add_argument("--profile", default="cpu", choices=sorted(PROFILES))
-    rep.add_argument("--kinds", nargs="+", default=list(KINDS), choices=KINDS)
-    rep.add_argument("--seeds", nargs="+", type=int, help="default: the profile's seeds")
     tr = sub.add_parser("train", help="train and evaluate one detector (cached in runs/)")
     tr.add_argument("--profile", default="cpu", choices=sorted(PROFILES))
     tr.add_argument("--kind", default="retinanet", choices=KINDS)
     tr.add_argument("--backbone", default=None, help="timm name; default: the profile's student")
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument("--voc-root", default=None, help="real VOC root for the paper profile")
-    nb = sub.add_parser("notebooks", help="run notebooks with papermill at a profile (all by default)")
-    nb.add_argument("names", nargs="*", help="notebook names or paths; default: every notebooks/*.ipynb")
-    nb.add_argument("--profile", default="cpu", choices=sorted(PROFILES))
     rs = sub.add_parser("runs", help="list or clear cached runs in runs/")
     rs.add_argument("action", choices=["list", "clear"])
     rs.add_argument("--pattern", default="*", help="glob over run names, for clear")
     rs.add_argument("--unfinished-only", action="store_true")
     a = p.parse_args(argv)
-    if a.command == "notebooks":
-        from .notebooks import run_notebooks
+    if a.command == "reproduce":
+        from .reproduce import reproduce
 
-        for out in run_notebooks(a.names, a.profile):
+        for out in reproduce(a.profile, a.names):
             print("executed", out)
         return
     if a.command == "runs":
@@ -45,12 +42,7 @@ def main(argv: list[str] | None = None) -> None:
             print("removed:", *clear_runs(pattern=a.pattern, unfinished_only=a.unfinished_only), sep="\n  ")
         return
     profile = get_profile(a.profile)
-    if a.command == "reproduce":
-        from .reproduce import run_baselines
-
-        table = run_baselines(profile, a.kinds, a.seeds)
-        print(table.to_string(index=False))
-    else:
+    if a.command == "train":
         from .runs import train_detector
 
         print(json.dumps(train_detector(a.kind, a.backbone or profile.student_backbone, profile, a.seed,

@@ -1,7 +1,9 @@
-"""The main job: train teacher and student detectors of a profile and tabulate their AP.
+"""The main job, and the teacher / student baselines the profiles are calibrated with.
 
-Writes ``results/00_baselines/`` (table.csv, table.md, manifest.json). Runs are cached in
-``runs/`` (see ``glamd_core.runs``), so a second call only re-tabulates.
+:func:`reproduce` executes every experiment notebook at a profile (each writes
+``results/<notebook>/``). :func:`run_baselines` trains a profile's teachers and students and
+tabulates their AP (``benchmarks/cpu_calibration.py``). Runs are cached in ``runs/`` (see
+``glamd_core.runs``), so calling either again only re-tabulates.
 """
 
 from __future__ import annotations
@@ -17,10 +19,19 @@ from .profiles import Profile
 from .runs import DATA_DIR, RUNS_DIR, train_detector
 
 
+def reproduce(profile: str = "cpu", names=()) -> list[Path]:
+    """Every notebook under ``notebooks/`` (or the ``names`` given) executed with papermill at
+    ``profile``; returns the executed copies (``results/<name>/<name>.ipynb``)."""
+    from .notebooks import run_notebooks
+
+    return run_notebooks(names, profile)
+
+
 def run_baselines(profile: Profile, kinds=("retinanet", "faster_rcnn"), seeds=None,
                   runs_dir: Path = RUNS_DIR, out_dir: Path | None = None, data_dir: Path = DATA_DIR) -> pd.DataFrame:
     """Teacher (first seed) and student (every seed) per detector kind; returns one row per run."""
     seeds = tuple(seeds if seeds is not None else profile.seeds)
+    out_dir = Path(out_dir or results_dir("00_baselines", profile.name))
     t0 = time.perf_counter()
     rows = []
     for kind in kinds:
@@ -32,7 +43,6 @@ def run_baselines(profile: Profile, kinds=("retinanet", "faster_rcnn"), seeds=No
                              **{k: round(100 * v, 2) for k, v in r["metrics"].items()},
                              "train_minutes": round(r["train_seconds"] / 60, 2), "run": r["run_dir"]})
     table = pd.DataFrame(rows)
-    out_dir = Path(out_dir or results_dir("00_baselines", profile.name))
     out_dir.mkdir(parents=True, exist_ok=True)
     table.to_csv(out_dir / "table.csv", index=False)
     header = (f"Profile `{profile.name}`, seeds {list(seeds)}, commit `{git_commit()}`. "

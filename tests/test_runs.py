@@ -75,3 +75,25 @@ def test_distilled_run_reuses_the_cached_teacher(tmp_path):
     assert len(dirs) == 2  # one teacher, one distilled student: the teacher was not trained twice
     other = runs.train_distilled("retinanet", "resnet10t", "resnet10t", profile, DistillConfig(method="global"), 1, **kw)
     assert other["run_dir"] != r["run_dir"]
+
+
+def test_reproduce_cli_runs_every_notebook_with_the_profile_parameter(monkeypatch, capsys):
+    import papermill
+
+    from glamd_core.notebooks import NOTEBOOK_DIR
+
+    calls = []
+    monkeypatch.setattr(papermill, "execute_notebook",
+                        lambda src, out, parameters, **kw: calls.append((src, out, parameters, kw["cwd"])))
+    cli(["reproduce", "--profile", "smoke"])
+    notebooks = sorted(NOTEBOOK_DIR.glob("[0-9]*.ipynb"))
+    assert notebooks and [c[0] for c in calls] == [str(p) for p in notebooks]
+    for (src, out, params, cwd), nb in zip(calls, notebooks):
+        assert params == {"profile": "smoke"} and cwd == str(runs.REPO_ROOT)
+        assert out.endswith(f"results/_smoke/{nb.stem}/{nb.name}")  # smoke never overwrites committed results
+    assert capsys.readouterr().out.count("executed") == len(notebooks)
+    calls.clear()
+    cli(["reproduce", "--profile", "smoke", "01_voc_small_models"])
+    assert len(calls) == 1
+    with pytest.raises(FileNotFoundError, match="no notebook 'nope'"):
+        cli(["reproduce", "--profile", "smoke", "nope"])
