@@ -11,16 +11,16 @@ from __future__ import annotations
 import json
 import platform
 import shutil
-import subprocess
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pandas as pd
 import torch
 
-from .distill import DistillConfig
+from .detectors import KINDS
+from .distill import METHODS, DistillConfig
 from .profiles import Profile, get_profile
-from .runs import DATA_DIR, REPO_ROOT, RESULTS_DIR, RUNS_DIR, train_detector, train_distilled
+from .runs import DATA_DIR, REPO_ROOT, RESULTS_DIR, RUNS_DIR, git_commit, train_detector, train_distilled
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,13 @@ class Experiment:
     student: str | None = None  # default: the profile's student backbone
     teacher: str | None = None  # default: the profile's teacher backbone
     distill: DistillConfig = field(default_factory=DistillConfig)  # alpha, beta, gamma, patch size, ...
+
+    def __post_init__(self):  # fail before any training starts, naming the choices
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown detector kind {self.kind!r}; choose one of {KINDS}")
+        if self.method not in ("teacher", *METHODS):
+            raise ValueError(f"unknown method {self.method!r}; choose 'teacher' or one of {METHODS}")
+        get_profile(self.profile)
 
     def resolved_profile(self) -> Profile:
         return get_profile(self.profile)
@@ -77,7 +84,9 @@ def results_frame(results: list[dict]) -> pd.DataFrame:
     for r in results:
         rows.append({"kind": r["kind"], "method": r["method"], "seed": r["seed"],
                      **{k: 100 * v for k, v in r["metrics"].items()},
-                     "train_minutes": r["train_seconds"] / 60, "run": r["run_dir"]})
+                     "train_minutes": r["train_seconds"] / 60, "run": r["run_dir"],
+                     # runs cached before this field existed do not know their code's commit
+                     "code_commit": r.get("code_commit", "unrecorded")})
     return pd.DataFrame(rows)
 
 
@@ -104,17 +113,6 @@ def clear_runs(runs_dir: Path = RUNS_DIR, pattern: str = "*", unfinished_only: b
             shutil.rmtree(d)
             removed.append(d.name)
     return removed
-
-
-def git_commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True,
-                             text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT,
-                               capture_output=True, text=True, check=True).stdout.strip()
-        return out + ("-dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def manifest(profile: Profile, seeds, wall_seconds: float, **extra) -> dict:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -26,6 +27,18 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = REPO_ROOT / "data"
 RUNS_DIR = REPO_ROOT / "runs"
 RESULTS_DIR = REPO_ROOT / "results"
+
+
+def git_commit() -> str:
+    """Short HEAD commit, ``-dirty`` when tracked files differ from it, ``unknown`` outside git."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True,
+                             text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT,
+                               capture_output=True, text=True, check=True).stdout.strip()
+        return out + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
 
 
 def config_key(config: dict) -> str:
@@ -60,6 +73,8 @@ def _run(name: str, config: dict, build, profile: Profile, cfg, root: Path, runs
     train_split, val_split = splits(profile)
     train_ds = VOCDetection(root, train_split, transforms=train_transforms(), skip_ignored=True)
     val_ds = VOCDetection(root, val_split, transforms=eval_transforms())
+    # The key covers the configuration, not the code: record which code trained the run.
+    code_commit = git_commit()
     torch.manual_seed(cfg.seed)  # model initialisation
     trainable, detector = build(train_ds.num_classes)
     t0 = time.perf_counter()
@@ -69,7 +84,7 @@ def _run(name: str, config: dict, build, profile: Profile, cfg, root: Path, runs
     result = {"kind": config["kind"], "backbone": config["backbone"], "seed": cfg.seed, "profile": profile.name,
               "metrics": metrics, "train_seconds": _training_seconds(run_dir),
               "wall_seconds_this_call": time.perf_counter() - t0, "final_loss": summary.get("loss"),
-              "run_dir": run_dir.name, "threads": torch.get_num_threads()}
+              "run_dir": run_dir.name, "threads": torch.get_num_threads(), "code_commit": code_commit}
     done.write_text(json.dumps(result, indent=2))
     return result
 

@@ -15,6 +15,7 @@ def test_a_run_is_cached_by_its_config_and_reused(tmp_path, monkeypatch):
     first = runs.train_detector("retinanet", "resnet10t", SMOKE, 0, tmp_path / "runs", data_dir=tmp_path / "data")
     assert set(first["metrics"]) >= {"AP", "AP50", "AP75", "APs", "APm", "APl", "VOC07_mAP50"}
     assert first["train_seconds"] > 0
+    assert first["code_commit"] == runs.git_commit() != ""  # the code that trained it, not in the key
     run_dir = tmp_path / "runs" / first["run_dir"]
     assert {"config.json", "last.pt", "metrics.jsonl", "metrics.csv", "eval.json", "detections_val.json"} <= \
         {p.name for p in run_dir.iterdir()}
