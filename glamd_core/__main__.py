@@ -1,12 +1,14 @@
-"""Command line: ``python -m glamd_core {reproduce,train,runs} ...``"""
+"""Command line: ``python -m glamd_core {reproduce,run,runs} ...``"""
 
 from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import asdict
 
 from .detectors import KINDS
-from .profiles import PROFILES, get_profile
+from .distill import METHODS, DistillConfig
+from .profiles import PROFILES
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -16,12 +18,21 @@ def main(argv: list[str] | None = None) -> None:
                          "profile (every notebooks/*.ipynb by default); results in results/<notebook>/")
     rep.add_argument("names", nargs="*", help="notebook names or paths, e.g. 01_voc_small_models")
     rep.add_argument("--profile", default="cpu", choices=sorted(PROFILES))
-    tr = sub.add_parser("train", help="train and evaluate one detector (cached in runs/)")
+    tr = sub.add_parser("run", help="train (or fetch from runs/) and evaluate one experiment: a teacher, a "
+                        "student alone, or a distilled student")
     tr.add_argument("--profile", default="cpu", choices=sorted(PROFILES))
     tr.add_argument("--kind", default="retinanet", choices=KINDS)
-    tr.add_argument("--backbone", default=None, help="timm name; default: the profile's student")
+    tr.add_argument("--method", default="none", choices=["teacher", *METHODS],
+                    help="teacher: the teacher itself; none: the student alone; else a distillation method")
+    tr.add_argument("--student", default=None, help="timm name; default: the profile's student")
+    tr.add_argument("--teacher", default=None, help="timm name; default: the profile's teacher")
     tr.add_argument("--seed", type=int, default=0)
-    tr.add_argument("--voc-root", default=None, help="real VOC root for the paper profile")
+    for name, default in asdict(DistillConfig()).items():
+        if name != "method":
+            kind = type(default)
+            tr.add_argument(f"--{name.replace('_', '-')}", type=_parse_bool if kind is bool else kind,
+                            default=default, metavar=kind.__name__.upper(), help=f"distillation setting (default {default})")
+    tr.add_argument("--voc-root", default=None, help="real VOC2007 root for the paper profile")
     rs = sub.add_parser("runs", help="list or clear cached runs in runs/")
     rs.add_argument("action", choices=["list", "clear"])
     rs.add_argument("--pattern", default="*", help="glob over run names, for clear")
@@ -41,12 +52,20 @@ def main(argv: list[str] | None = None) -> None:
         else:
             print("removed:", *clear_runs(pattern=a.pattern, unfinished_only=a.unfinished_only), sep="\n  ")
         return
-    profile = get_profile(a.profile)
-    if a.command == "train":
-        from .runs import train_detector
+    if a.command == "run":
+        from .experiments import Experiment, run
 
-        print(json.dumps(train_detector(a.kind, a.backbone or profile.student_backbone, profile, a.seed,
-                                        voc_root=a.voc_root), indent=2))
+        distill = DistillConfig(**{k: getattr(a, k) for k in asdict(DistillConfig()) if k != "method"})
+        exp = Experiment(a.kind, a.method, a.profile, a.seed, a.student, a.teacher, distill)
+        print(json.dumps(run(exp, voc_root=a.voc_root), indent=2))
+
+
+def _parse_bool(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
 if __name__ == "__main__":

@@ -98,3 +98,21 @@ def test_reproduce_cli_runs_every_notebook_with_the_profile_parameter(monkeypatc
     assert len(calls) == 1
     with pytest.raises(FileNotFoundError, match="no notebook 'nope'"):
         cli(["reproduce", "--profile", "smoke", "nope"])
+
+
+def test_run_cli_builds_the_experiment_it_is_given(monkeypatch, capsys):
+    from glamd_core import experiments
+
+    seen = []
+    monkeypatch.setattr(experiments, "run", lambda exp, voc_root=None: seen.append((exp, voc_root)) or {"AP": 0.5})
+    cli(["run", "--profile", "smoke", "--kind", "faster_rcnn", "--method", "glamd", "--seed", "2",
+         "--student", "resnet10t", "--alpha", "0.5", "--patch-size", "3", "--distill-roi", "false"])
+    (exp, voc_root), = seen
+    assert (exp.kind, exp.method, exp.profile, exp.seed, exp.student, exp.teacher) == \
+        ("faster_rcnn", "glamd", "smoke", 2, "resnet10t", None)
+    assert (exp.distill.alpha, exp.distill.beta, exp.distill.patch_size, exp.distill.distill_roi) == (0.5, 1.0, 3, False)
+    assert json.loads(capsys.readouterr().out) == {"AP": 0.5}
+    with pytest.raises(SystemExit):
+        cli(["run", "--method", "glam"])
+    with pytest.raises(SystemExit):
+        cli(["run", "--distill-rpn", "maybe"])
