@@ -14,7 +14,7 @@ def bars_with_seeds(frame: pd.DataFrame, x: str, hue: str, y: str = "AP", order=
         _, ax = plt.subplots(figsize=(7, 4))
     sns.barplot(frame, x=x, y=y, hue=hue, order=order, hue_order=hue_order, errorbar="sd", capsize=0.1,
                 alpha=0.75, ax=ax)
-    sns.stripplot(frame, x=x, y=y, hue=hue, order=order, hue_order=hue_order, dodge=True, color="k", size=4,
+    sns.stripplot(frame, x=x, y=y, hue=hue, order=order, hue_order=hue_order, dodge=True, palette="dark:k", size=4,
                   legend=False, ax=ax)
     ax.set_title(title)
     ax.set_ylabel(f"{y} (%)")
