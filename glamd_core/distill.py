@@ -17,15 +17,15 @@ from torch import nn
 from torchvision.models.detection import FasterRCNN, RetinaNet
 
 from . import losses as L
-from .masks import glam
+from .masks import box_foreground_mask, glam
 
-METHODS = ("none", "global", "local", "glamd", "uniform")
+METHODS = ("none", "global", "local", "glamd", "uniform", "defeat")
 _MASK_MODE = {"global": "global", "local": "local", "glamd": "both", "uniform": "uniform"}
 
 
 @dataclass
 class DistillConfig:
-    method: str = "glamd"  # none | global (Zhang & Ma) | local | glamd | uniform ("w/o GLAM")
+    method: str = "glamd"  # none | global (Zhang & Ma) | local | glamd | uniform ("w/o GLAM") | defeat
     alpha: float = 1.0  # feature imitation (+ attention transfer)
     beta: float = 1.0  # classification head
     gamma: float = 1.0  # localization head
@@ -37,11 +37,20 @@ class DistillConfig:
     distill_rpn: bool = True  # two-stage: distill the RPN's dense outputs
     distill_roi: bool = True  # two-stage: distill the RoI head on the student's sampled RoIs
     roi_temperature: float = 1.0  # softmax temperature of the RoI class KL
+    # DeFeat (Guo et al., CVPR 2021), method "defeat": feature imitation split into ground-truth-box
+    # cells and the rest, and (two-stage) RoI-class KL split into positive and negative RoIs, each
+    # part normalised by its own size. 4 / 16 are its authors' COCO feature weights (DESIGN.md); the
+    # RoI parts get 1 / 1, as the comparison in the paper's Table 3 does not state them.
+    defeat_fg_weight: float = 4.0
+    defeat_bg_weight: float = 16.0
+    defeat_roi_pos_weight: float = 1.0
+    defeat_roi_neg_weight: float = 1.0
 
     def __post_init__(self):
         if self.method not in METHODS:
             raise ValueError(f"distillation method must be one of {METHODS}, got {self.method!r}")
-        if min(self.alpha, self.beta, self.gamma, self.attention_weight) < 0:
+        if min(self.alpha, self.beta, self.gamma, self.attention_weight, self.defeat_fg_weight,
+               self.defeat_bg_weight, self.defeat_roi_pos_weight, self.defeat_roi_neg_weight) < 0:
             raise ValueError("loss weights must be non-negative")
 
 
@@ -84,7 +93,7 @@ class Distiller(nn.Module):
 
     def _hook_student(self) -> None:
         s = self.student
-        taps = [(s.transform, "image_list", lambda a, o: o[0]), (s.backbone, "features", None)]
+        taps = [(s.transform, "transformed", None), (s.backbone, "features", None)]
         if self.two_stage:
             taps += [(s.rpn.head, "rpn", None), (s.rpn.anchor_generator, "anchors", None),
                      (s.roi_heads.box_roi_pool, "proposals", lambda a, o: a[1]),
@@ -117,12 +126,14 @@ class Distiller(nn.Module):
 
     def distill_losses(self) -> dict[str, torch.Tensor]:
         cfg, tap = self.config, self._tap
-        image_list = tap["image_list"]
+        image_list = tap["transformed"][0]
         s_feats = list(tap["features"].values())
         with torch.no_grad():
             t_feat_dict = self.teacher.backbone(image_list.tensors)
         t_feats = list(t_feat_dict.values())
         adapted = [a(f) for a, f in zip(self.adapters, s_feats)]
+        if cfg.method == "defeat":
+            return self._defeat_losses(image_list, t_feat_dict, t_feats, adapted)
         spatial, feature_w = zip(*(glam(t, s, _MASK_MODE[cfg.method], cfg.patch_size, cfg.temperature)
                                    for t, s in zip(t_feats, adapted)))
         out = {}
@@ -191,16 +202,22 @@ class Distiller(nn.Module):
             cls, loc = cls + roi_cls, loc + roi_loc
         return {"cls": cls, "loc": loc}
 
+    def _teacher_on_student_rois(self, t_feat_dict):
+        """The student's sampled RoIs (detached), and the teacher's class logits and box deltas on them."""
+        proposals = [p.detach() for p in self._tap["proposals"]]
+        image_sizes = self._tap["transformed"][0].image_sizes
+        t_heads = self.teacher.roi_heads
+        with torch.no_grad():
+            t_logits, t_reg = t_heads.box_predictor(t_heads.box_head(t_heads.box_roi_pool(t_feat_dict, proposals, image_sizes)))
+        return proposals, image_sizes, t_logits, t_reg
+
     def _roi_losses(self, t_feat_dict, spatial):
         """Teacher and student RoI heads on the student's sampled RoIs; a RoI's weight is the
         spatial mask averaged over the RoI (RoIAlign of the mask at the RoI's FPN level)."""
         tap, cfg = self._tap, self.config
-        proposals = [p.detach() for p in tap["proposals"]]
-        image_sizes = tap["image_list"].image_sizes
+        proposals, image_sizes, t_logits, t_reg = self._teacher_on_student_rois(t_feat_dict)
         s_logits, s_reg = tap["roi"]
-        t_heads = self.teacher.roi_heads
         with torch.no_grad():
-            t_logits, t_reg = t_heads.box_predictor(t_heads.box_head(t_heads.box_roi_pool(t_feat_dict, proposals, image_sizes)))
             names = list(t_feat_dict)
             mask_maps = {n: m for n, m in zip(names, spatial)}
             roi_weight = self.student.roi_heads.box_roi_pool(mask_maps, proposals, image_sizes).mean(dim=(1, 2, 3))
@@ -216,3 +233,32 @@ class Distiller(nn.Module):
         s_boxes = coder.decode_single(s_sel, boxes)
         return (L.softmax_distill_loss(s_logits, t_logits, roi_weight, cfg.roi_temperature),
                 L.iou_distill_loss(s_boxes, t_boxes, roi_weight))
+
+    # -- DeFeat baseline ----------------------------------------------------------------------
+    def _defeat_losses(self, image_list, t_feat_dict, t_feats, adapted) -> dict[str, torch.Tensor]:
+        """DeFeat: decoupled foreground / background feature imitation at every FPN level and, for
+        two-stage detectors, decoupled positive / negative RoI-class KL. Its paper distils neither
+        the dense heads nor box regression, so ``gamma`` has no effect here; for one-stage detectors
+        only the feature term exists (our reading of its RetinaNet experiments)."""
+        cfg = self.config
+        gt_boxes = [t["boxes"] for t in self._tap["transformed"][1]]
+        padded_h = image_list.tensors.shape[-2]
+        out = {}
+        if cfg.alpha:
+            feat = 0.0
+            for t, s in zip(t_feats, adapted):
+                h, w = t.shape[-2:]
+                fg = box_foreground_mask(gt_boxes, h, w, stride=padded_h / h)
+                feat = feat + L.defeat_feature_loss(t, s, fg, cfg.defeat_fg_weight, cfg.defeat_bg_weight)
+            out["distill_feat"] = cfg.alpha * feat
+        if cfg.beta and self.two_stage and cfg.distill_roi:
+            proposals, _, t_logits, _ = self._teacher_on_student_rois(t_feat_dict)
+            s_logits = self._tap["roi"][0]
+            with torch.no_grad():
+                gt_labels = [t["labels"] for t in self._tap["transformed"][1]]
+                _, labels = self.student.roi_heads.assign_targets_to_proposals(proposals, gt_boxes, gt_labels)
+                positive = torch.cat(labels) > 0
+            kl = [L.softmax_distill_loss(s_logits, t_logits, part.to(s_logits.dtype), cfg.roi_temperature)
+                  for part in (positive, ~positive)]
+            out["distill_cls"] = cfg.beta * (cfg.defeat_roi_pos_weight * kl[0] + cfg.defeat_roi_neg_weight * kl[1])
+        return out

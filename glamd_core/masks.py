@@ -214,3 +214,30 @@ def glam(teacher: torch.Tensor, student: torch.Tensor, mode: MaskMode = "both", 
             spatial = l_s if spatial is None else 0.5 * (spatial + l_s)
             feature = _patchwise_product(l_s, l_c, patch_size, out=feature)
     return spatial, feature
+
+
+# -- ground-truth masks (the DeFeat baseline) ---------------------------------------------------
+
+def box_foreground_mask(boxes: list[torch.Tensor], height: int, width: int, stride: float) -> torch.Tensor:
+    """B x 1 x H x W bool: the cells of a stride-``stride`` feature map that belong to a ground-truth box.
+
+    A cell is foreground when its centre ``((x + 0.5) * stride, (y + 0.5) * stride)`` lies inside a
+    box (XYXY, image pixels), and every box also marks the cell that holds its own centre, so a box
+    too small to contain any cell centre -- small objects at coarse levels -- is never dropped. DeFeat's paper only says "GT boxes projected onto the feature map";
+    this is our reading of it.
+    """
+    device = boxes[0].device if boxes else torch.device("cpu")
+    cy = (torch.arange(height, device=device, dtype=torch.float32) + 0.5) * stride
+    cx = (torch.arange(width, device=device, dtype=torch.float32) + 0.5) * stride
+    out = torch.zeros(len(boxes), 1, height, width, dtype=torch.bool, device=device)
+    for i, b in enumerate(boxes):
+        if len(b) == 0:
+            continue
+        b = b.float()
+        inside_y = (cy[None, :] >= b[:, 1:2]) & (cy[None, :] <= b[:, 3:4])  # N x H
+        inside_x = (cx[None, :] >= b[:, 0:1]) & (cx[None, :] <= b[:, 2:3])  # N x W
+        out[i, 0] = (inside_y[:, :, None] & inside_x[:, None, :]).any(dim=0)
+        centre_y = ((b[:, 1] + b[:, 3]) / 2 / stride).floor().long().clamp(0, height - 1)
+        centre_x = ((b[:, 0] + b[:, 2]) / 2 / stride).floor().long().clamp(0, width - 1)
+        out[i, 0, centre_y, centre_x] = True
+    return out

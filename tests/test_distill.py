@@ -3,7 +3,9 @@ import copy
 import pytest
 import torch
 from torch import nn
+from torchvision.ops import box_iou
 
+from glamd_core import losses as L
 from glamd_core.data import VOCDetection, train_transforms
 from glamd_core.data.base import collate
 from glamd_core.detectors import build_detector
@@ -13,6 +15,8 @@ from glamd_core.engine import TrainConfig, to_device, train
 from test_detectors import TINY, _batch
 
 DISTILL_KEYS = {"distill_feat", "distill_cls", "distill_loc"}
+# DeFeat distils features, and RoI classes for two-stage detectors; no dense heads, no boxes.
+DEFEAT_KEYS = {"retinanet": {"distill_feat"}, "faster_rcnn": {"distill_feat", "distill_cls"}}
 
 
 def _pair(kind, num_classes=4, student_backbone="resnet10t", student_fpn=16):
@@ -40,10 +44,11 @@ def test_gradients_reach_the_student_only(kind, method):
 
 
 @pytest.mark.parametrize("kind", ["retinanet", "faster_rcnn"])
-def test_distillation_losses_vanish_when_student_is_the_teacher(kind):
+@pytest.mark.parametrize("method", ["glamd", "defeat"])
+def test_distillation_losses_vanish_when_student_is_the_teacher(kind, method):
     teacher, _ = _pair(kind)
     student = copy.deepcopy(teacher)
-    d = Distiller(teacher, student, DistillConfig(method="glamd")).train()
+    d = Distiller(teacher, student, DistillConfig(method=method)).train()
     for m in student.modules():  # batch statistics would differ from the teacher's running ones
         if isinstance(m, nn.BatchNorm2d):
             m.eval()
@@ -52,7 +57,9 @@ def test_distillation_losses_vanish_when_student_is_the_teacher(kind):
             a.weight.copy_(torch.eye(a.weight.shape[0]).reshape_as(a.weight))
             a.bias.zero_()
     losses = d(*_batch())
-    for k in DISTILL_KEYS:
+    expected = DISTILL_KEYS if method == "glamd" else DEFEAT_KEYS[kind]
+    assert set(losses) & DISTILL_KEYS == expected
+    for k in expected:
         assert float(losses[k].detach()) == pytest.approx(0.0, abs=1e-5), k
 
 
@@ -91,12 +98,13 @@ def test_eval_mode_returns_the_students_detections():
 
 
 @pytest.mark.parametrize("kind", ["retinanet", "faster_rcnn"])
-def test_a_distiller_training_run_reduces_the_distillation_loss(synthetic_root, tmp_path, kind):
+@pytest.mark.parametrize("method", ["glamd", "defeat"])
+def test_a_distiller_training_run_reduces_the_distillation_loss(synthetic_root, tmp_path, kind, method):
     ds = VOCDetection(synthetic_root, "train", transforms=train_transforms(hflip=0.0), skip_ignored=True)
     ds.records = ds.records[:4]
     batch = to_device(*collate([ds[i] for i in range(4)]), "cpu")
     teacher, student = _pair(kind, ds.num_classes)
-    d = Distiller(teacher, student, DistillConfig(method="glamd"))
+    d = Distiller(teacher, student, DistillConfig(method=method))
 
     def distill_loss():
         d.train()
@@ -108,3 +116,50 @@ def test_a_distiller_training_run_reduces_the_distillation_loss(synthetic_root, 
     train(d, ds, TrainConfig(epochs=6, batch_size=4, lr=1e-3, warmup_iters=1, progress=False), tmp_path)
     after = distill_loss()
     assert after < 0.7 * before, (before, after)
+
+
+@pytest.mark.parametrize("kind", ["retinanet", "faster_rcnn"])
+def test_defeat_gradients_reach_the_student_only(kind):
+    teacher, student = _pair(kind)
+    d = Distiller(teacher, student, DistillConfig(method="defeat")).train()
+    losses = d(*_batch())
+    assert set(losses) & DISTILL_KEYS == DEFEAT_KEYS[kind]
+    sum(losses.values()).backward()
+    assert all(p.grad is None for p in teacher.parameters())
+    assert all(a.weight.grad is not None for a in d.adapters)
+
+
+def test_defeat_splits_foreground_from_background_and_positive_from_negative_rois():
+    """Each weight scales exactly its own part: the loss is linear in (fg, bg) and in (pos, neg)."""
+    teacher, student = _pair("faster_rcnn")
+    batch = _batch()
+
+    def losses(keep=None, **weights):
+        torch.manual_seed(3)  # the same RoI sampling in every call
+        d = Distiller(teacher, student, DistillConfig(method="defeat", **weights)).train()
+        torch.manual_seed(4)
+        with torch.no_grad():
+            out = {k: float(v) for k, v in d(*batch).items() if k in DISTILL_KEYS}
+        if keep is not None:
+            keep.append(d)
+        return out
+
+    fg = losses(defeat_fg_weight=1.0, defeat_bg_weight=0.0)["distill_feat"]
+    bg = losses(defeat_fg_weight=0.0, defeat_bg_weight=1.0)["distill_feat"]
+    both = losses(defeat_fg_weight=2.0, defeat_bg_weight=3.0)["distill_feat"]
+    assert fg > 0 and bg > 0 and both == pytest.approx(2 * fg + 3 * bg, rel=1e-5)
+    kept = []
+    pos = losses(kept, defeat_roi_pos_weight=1.0, defeat_roi_neg_weight=0.0)["distill_cls"]
+    # reference: positive RoIs = IoU >= 0.5 with some ground-truth box (the box head's fg threshold)
+    d = kept[0]
+    with torch.no_grad():
+        proposals, _, t_logits, _ = d._teacher_on_student_rois(d.teacher.backbone(d._tap["transformed"][0].tensors))
+    gts = [t["boxes"] for t in d._tap["transformed"][1]]
+    positive = torch.cat([box_iou(p, g).max(dim=1).values >= 0.5 if len(g) else torch.zeros(len(p), dtype=torch.bool)
+                          for p, g in zip(proposals, gts)])  # the batch's second image has no objects
+    assert 0 < positive.sum() < len(positive)
+    want = L.softmax_distill_loss(d._tap["roi"][0], t_logits, positive.float(), d.config.roi_temperature)
+    assert pos == pytest.approx(float(want), rel=1e-5)
+    neg = losses(defeat_roi_pos_weight=0.0, defeat_roi_neg_weight=1.0)["distill_cls"]
+    mixed = losses(defeat_roi_pos_weight=2.0, defeat_roi_neg_weight=5.0)["distill_cls"]
+    assert pos > 0 and neg > 0 and mixed == pytest.approx(2 * pos + 5 * neg, rel=1e-5)

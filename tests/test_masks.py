@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from glamd_core.masks import (glam, global_channel_mask, global_spatial_mask, local_channel_mask,
-                              local_spatial_mask)
+from glamd_core.masks import (box_foreground_mask, glam, global_channel_mask, global_spatial_mask,
+                              local_channel_mask, local_spatial_mask)
 
 
 def ref_global_spatial(f, t):
@@ -159,3 +159,32 @@ def test_glam_masks_carry_no_gradient():
     t, s = torch.randn(1, 3, 8, 8, requires_grad=True), torch.randn(1, 3, 8, 8, requires_grad=True)
     spatial, feature = glam(t, s)
     assert not spatial.requires_grad and not feature.requires_grad
+
+
+def ref_box_mask(boxes, h, w, stride):
+    out = torch.zeros(len(boxes), 1, h, w, dtype=torch.bool)
+    for i, bs in enumerate(boxes):
+        for x1, y1, x2, y2 in bs.tolist():
+            for y in range(h):
+                for x in range(w):
+                    cy, cx = (y + 0.5) * stride, (x + 0.5) * stride
+                    if x1 <= cx <= x2 and y1 <= cy <= y2:
+                        out[i, 0, y, x] = True
+            yc = min(max(int(math.floor((y1 + y2) / 2 / stride)), 0), h - 1)
+            xc = min(max(int(math.floor((x1 + x2) / 2 / stride)), 0), w - 1)
+            out[i, 0, yc, xc] = True
+    return out
+
+
+@pytest.mark.parametrize("stride", [8, 16, 64])
+def test_box_foreground_mask_matches_reference(stride):
+    torch.manual_seed(stride)
+    xy = torch.rand(5, 2) * 120
+    wh = torch.rand(5, 2) * 60 + 1  # includes boxes smaller than a cell at stride 64
+    boxes = [torch.cat([xy, (xy + wh).clamp(max=127.9)], dim=1), torch.zeros(0, 4),
+             torch.tensor([[0.0, 0.0, 127.9, 127.9]]), torch.tensor([[60.0, 61.0, 62.0, 63.0]])]
+    h = w = 128 // stride
+    got = box_foreground_mask(boxes, h, w, stride)
+    torch.testing.assert_close(got, ref_box_mask(boxes, h, w, stride))
+    assert not got[1].any() and got[2].all()
+    assert got[3].sum() == 1  # a 2-pixel box still marks one cell
