@@ -39,10 +39,13 @@ class DistillConfig:
     roi_temperature: float = 1.0  # softmax temperature of the RoI class KL
     # DeFeat (Guo et al., CVPR 2021), method "defeat": feature imitation split into ground-truth-box
     # cells and the rest, and (two-stage) RoI-class KL split into positive and negative RoIs, each
-    # part normalised by its own size. 4 / 16 are its authors' COCO feature weights (DESIGN.md); the
-    # RoI parts get 1 / 1, as the comparison in the paper's Table 3 does not state them.
-    defeat_fg_weight: float = 4.0
-    defeat_bg_weight: float = 16.0
+    # part normalised by its own size. Its authors' COCO feature weights are 4 / 16 (DESIGN.md) on
+    # unnormalised sums; our parts are means, so we keep their 1:4 ratio scaled to sum 1. Then, as
+    # for every other method, alpha = 1 gives a feature term of the size of the plain mean squared
+    # difference (4 / 16 as such would make DeFeat's term ~20x GLAMD's and the comparison a
+    # comparison of loss scales). The RoI parts get 1 / 1, as the paper's Table 3 does not state them.
+    defeat_fg_weight: float = 0.2
+    defeat_bg_weight: float = 0.8
     defeat_roi_pos_weight: float = 1.0
     defeat_roi_neg_weight: float = 1.0
 

@@ -77,10 +77,10 @@ def iou_distill_loss(student_boxes: torch.Tensor, teacher_boxes: torch.Tensor, w
 
 
 def defeat_feature_loss(teacher: torch.Tensor, student: torch.Tensor, fg_mask: torch.Tensor,
-                        fg_weight: float = 4.0, bg_weight: float = 16.0) -> torch.Tensor:
+                        fg_weight: float = 0.2, bg_weight: float = 0.8) -> torch.Tensor:
     """DeFeat (Guo et al., CVPR 2021): imitation split into the ground-truth-box region and the
     rest, each normalised by its own size, weighted ``fg_weight`` / ``bg_weight`` (the authors'
-    COCO values 4 and 16, for their unnormalised sums; normalised here like the other losses)."""
+    COCO values 4 and 16 were for unnormalised sums; we keep their ratio at sum 1, see DistillConfig)."""
     sq = ((teacher - student) ** 2).mean(dim=1, keepdim=True)  # B x 1 x H x W
     fg = fg_mask.to(sq.dtype)
     bg = 1 - fg
