@@ -18,6 +18,9 @@ def main(argv: list[str] | None = None) -> None:
                          "profile (every notebooks/*.ipynb by default); results in results/<notebook>/")
     rep.add_argument("names", nargs="*", help="notebook names or paths, e.g. 01_voc_small_models")
     rep.add_argument("--profile", default="cpu", choices=sorted(PROFILES))
+    rep.add_argument("--workers", type=_positive_int, default=None,
+                     help="runs trained at once in parallel processes (default: one per CPU core, up to 4, on "
+                     "CPU profiles; 1 for smoke and GPU profiles)")
     tr = sub.add_parser("run", help="train (or fetch from runs/) and evaluate one experiment: a teacher, a "
                         "student alone, or a distilled student")
     tr.add_argument("--profile", default="cpu", choices=sorted(PROFILES))
@@ -41,7 +44,7 @@ def main(argv: list[str] | None = None) -> None:
     if a.command == "reproduce":
         from .reproduce import reproduce
 
-        for out in reproduce(a.profile, a.names):
+        for out in reproduce(a.profile, a.names, a.workers):
             print("executed", out)
         return
     if a.command == "runs":
@@ -58,6 +61,13 @@ def main(argv: list[str] | None = None) -> None:
         distill = DistillConfig(**{k: getattr(a, k) for k in asdict(DistillConfig()) if k != "method"})
         exp = Experiment(a.kind, a.method, a.profile, a.seed, a.student, a.teacher, distill)
         print(json.dumps(run(exp, voc_root=a.voc_root), indent=2))
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def _parse_bool(text: str) -> bool:

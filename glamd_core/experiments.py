@@ -9,8 +9,11 @@ students are shared by every notebook that needs them.
 from __future__ import annotations
 
 import json
+import multiprocessing
+import os
 import platform
 import shutil
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -20,7 +23,8 @@ import torch
 from .detectors import KINDS
 from .distill import METHODS, DistillConfig
 from .profiles import Profile, get_profile
-from .runs import DATA_DIR, REPO_ROOT, RESULTS_DIR, RUNS_DIR, git_commit, train_detector, train_distilled
+from .runs import (DATA_DIR, REPO_ROOT, RESULTS_DIR, RUNS_DIR, dataset_root, git_commit, run_dir_of, train_detector,
+                   train_distilled)
 
 
 @dataclass(frozen=True)
@@ -32,16 +36,20 @@ class Experiment:
     student: str | None = None  # default: the profile's student backbone
     teacher: str | None = None  # default: the profile's teacher backbone
     distill: DistillConfig = field(default_factory=DistillConfig)  # alpha, beta, gamma, patch size, ...
+    epochs: int | None = None  # default: the profile's schedule; also the teacher's, for a distilled run
 
     def __post_init__(self):  # fail before any training starts, naming the choices
         if self.kind not in KINDS:
             raise ValueError(f"unknown detector kind {self.kind!r}; choose one of {KINDS}")
         if self.method not in ("teacher", *METHODS):
             raise ValueError(f"unknown method {self.method!r}; choose 'teacher' or one of {METHODS}")
+        if self.epochs is not None and (int(self.epochs) != self.epochs or self.epochs < 1):
+            raise ValueError(f"epochs must be a positive integer or None, got {self.epochs!r}")
         get_profile(self.profile)
 
     def resolved_profile(self) -> Profile:
-        return get_profile(self.profile)
+        profile = get_profile(self.profile)
+        return profile if self.epochs is None else profile.with_train(epochs=int(self.epochs))
 
     @property
     def student_backbone(self) -> str:
@@ -52,29 +60,104 @@ class Experiment:
         return self.teacher or self.resolved_profile().teacher_backbone
 
 
-def run(exp: Experiment, runs_dir: Path = RUNS_DIR, data_dir: Path = DATA_DIR, voc_root=None) -> dict:
-    """Train (or reuse) ``exp``; returns its ``eval.json`` plus the experiment's fields."""
+def run(exp: Experiment, runs_dir: Path = RUNS_DIR, data_dir: Path = DATA_DIR, voc_root=None,
+        progress: bool | None = None) -> dict:
+    """Train (or reuse) ``exp``; returns its ``eval.json`` plus the experiment's fields.
+    ``progress`` overrides the profile's per-epoch progress bars (not part of the run's key)."""
     profile = exp.resolved_profile()
+    if progress is not None:
+        profile = profile.with_train(progress=progress)
     kw = dict(runs_dir=runs_dir, voc_root=voc_root, data_dir=data_dir)
     if exp.method == "teacher":
         result = train_detector(exp.kind, exp.teacher_backbone, profile, exp.seed, **kw)
     elif exp.method == "none":
         result = train_detector(exp.kind, exp.student_backbone, profile, exp.seed, **kw)
     else:
-        distill = replace(exp.distill, method=exp.method)
-        result = train_distilled(exp.kind, exp.teacher_backbone, exp.student_backbone, profile, distill, exp.seed, **kw)
+        result = train_distilled(exp.kind, exp.teacher_backbone, exp.student_backbone, profile, _distill_of(exp),
+                                 exp.seed, **kw)
     return result | {"method": exp.method, "kind": exp.kind, "seed": exp.seed, "profile": exp.profile}
 
 
-def run_all(experiments: list[Experiment], **kw) -> list[dict]:
-    """Run (or fetch) every experiment, with a progress bar over them."""
+def _distill_of(exp: Experiment) -> DistillConfig:
+    return replace(exp.distill, method=exp.method)
+
+
+def is_finished(exp: Experiment, runs_dir: Path = RUNS_DIR, data_dir: Path = DATA_DIR, voc_root=None) -> bool:
+    """Whether ``exp``'s run is in the cache, found without training anything."""
+    profile = exp.resolved_profile()
+    if exp.method in ("teacher", "none"):
+        backbone = exp.teacher_backbone if exp.method == "teacher" else exp.student_backbone
+        where = run_dir_of(exp.kind, backbone, profile, exp.seed, runs_dir, voc_root, data_dir)
+    else:
+        where = run_dir_of(exp.kind, exp.student_backbone, profile, exp.seed, runs_dir, voc_root, data_dir,
+                           distill=_distill_of(exp), teacher_backbone=exp.teacher_backbone)
+    return (where / "eval.json").exists()
+
+
+def default_workers(experiments: list[Experiment]) -> int:
+    """How many runs to train at once when ``run_all`` is not told.
+
+    On CPU, small detectors use two cores poorly from one process: four ``cpu``-profile students
+    trained 1.49x faster as two 1-thread workers than one after the other with 2 threads
+    (``benchmarks/parallel_runs.py``, 2 cores). So CPU profiles use one worker per core, at most 4
+    (each holds a dataset and up to two detectors in memory; more than 2 cores were never
+    measured). ``smoke`` stays in-process (a worker's start-up costs more than its runs), and GPU
+    profiles train one run at a time (one process owns the device).
+    """
+    profiles = [e.resolved_profile() for e in experiments]
+    if any(p.name == "smoke" or p.train.device != "cpu" for p in profiles):
+        return 1
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+def _stage(exp: Experiment) -> int:
+    """Teachers first, then students alone, then distilled students, which need the teachers."""
+    return {"teacher": 0, "none": 1}.get(exp.method, 2)
+
+
+def _init_worker(threads: int) -> None:
+    torch.set_num_threads(threads)
+
+
+def run_all(experiments: list[Experiment], workers: int | None = None, **kw) -> list[dict]:
+    """Run (or fetch) every experiment, with a progress bar over them; results in the given order.
+
+    ``workers`` > 1 trains that many runs at once in separate processes, each with
+    ``cpu_count // workers`` threads (None: :func:`default_workers`). Runs already in the cache are
+    read in this process. A run asked for twice at once (say, the teacher of two distilled
+    students) is trained once: the run cache holds a lock per run.
+    """
     from tqdm.auto import tqdm
 
-    bar = tqdm(experiments, desc="experiments")
-    results = []
-    for exp in bar:
-        bar.set_postfix_str(f"{exp.kind} {exp.method} seed {exp.seed}")
-        results.append(run(exp, **kw))
+    experiments = list(experiments)
+    workers = default_workers(experiments) if workers is None else int(workers)
+    if workers < 1:
+        raise ValueError(f"workers must be at least 1, got {workers}")
+    bar = tqdm(total=len(experiments), desc="experiments")
+    results: list[dict | None] = [None] * len(experiments)
+    todo = []
+    for i, exp in enumerate(experiments):
+        if workers == 1 or is_finished(exp, **kw):
+            bar.set_postfix_str(f"{exp.kind} {exp.method} seed {exp.seed}")
+            results[i] = run(exp, **kw)
+            bar.update()
+        else:
+            todo.append(i)
+    if todo:
+        for i in todo:  # a synthetic dataset is generated once, here, not by racing workers
+            dataset_root(experiments[i].resolved_profile(), kw.get("voc_root"), kw.get("data_dir", DATA_DIR))
+        todo.sort(key=lambda i: _stage(experiments[i]))
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        bar.set_postfix_str(f"{len(todo)} runs to train, {workers} at a time with {threads} thread(s) each")
+        with ProcessPoolExecutor(min(workers, len(todo)), mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=_init_worker, initargs=(threads,)) as pool:
+            futures = {pool.submit(run, experiments[i], progress=False, **kw): i for i in todo}
+            for future in as_completed(futures):
+                i = futures[future]
+                results[i] = future.result()
+                bar.set_postfix_str(f"done: {experiments[i].kind} {experiments[i].method} seed {experiments[i].seed}")
+                bar.update()
+    bar.close()
     return results
 
 

@@ -26,15 +26,17 @@ def notebook_paths(names=()) -> list[Path]:
     return paths
 
 
-def run_notebooks(names=(), profile: str = "cpu") -> list[Path]:
-    """Execute each notebook with ``-p profile <profile>``; the executed copy is saved beside its
-    results as ``results/<name>/<name>.ipynb`` (``results/_smoke/...`` for smoke)."""
+def run_notebooks(names=(), profile: str = "cpu", workers: int | None = None) -> list[Path]:
+    """Execute each notebook with ``-p profile <profile>`` (and ``-p workers <workers>`` when
+    given: how many runs each trains at once); the executed copy is saved beside its results as
+    ``results/<name>/<name>.ipynb`` (``results/_smoke/...`` for smoke)."""
     import papermill
 
+    parameters = {"profile": profile} | ({} if workers is None else {"workers": int(workers)})
     outs = []
     for path in notebook_paths(names):
         out = results_dir(path.stem, profile) / path.name
-        papermill.execute_notebook(str(path), str(out), parameters={"profile": profile}, cwd=str(REPO_ROOT),
+        papermill.execute_notebook(str(path), str(out), parameters=parameters, cwd=str(REPO_ROOT),
                                    progress_bar=True, kernel_name="python3")
         outs.append(out)
     return outs

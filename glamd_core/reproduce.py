@@ -19,12 +19,13 @@ from .profiles import Profile
 from .runs import DATA_DIR, RUNS_DIR, train_detector
 
 
-def reproduce(profile: str = "cpu", names=()) -> list[Path]:
+def reproduce(profile: str = "cpu", names=(), workers: int | None = None) -> list[Path]:
     """Every notebook under ``notebooks/`` (or the ``names`` given) executed with papermill at
-    ``profile``; returns the executed copies (``results/<name>/<name>.ipynb``)."""
+    ``profile``, training ``workers`` runs at once (None: the notebooks' default); returns the
+    executed copies (``results/<name>/<name>.ipynb``)."""
     from .notebooks import run_notebooks
 
-    return run_notebooks(names, profile)
+    return run_notebooks(names, profile, workers)
 
 
 def run_baselines(profile: Profile, kinds=("retinanet", "faster_rcnn"), seeds=None,

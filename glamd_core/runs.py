@@ -11,6 +11,7 @@ import hashlib
 import json
 import subprocess
 import time
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
@@ -45,13 +46,42 @@ def config_key(config: dict) -> str:
     return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
-def dataset_root(profile: Profile, voc_root: str | Path | None = None, data_dir: Path = DATA_DIR) -> Path:
-    """The profile's dataset on disk (generated on first use for synthetic profiles)."""
+@contextmanager
+def exclusive(lock_file: Path):
+    """Hold an exclusive lock on ``lock_file`` (created if missing) for the ``with`` block.
+
+    Parallel workers (``run_all(workers=2)``) or two notebooks may ask for the same run or dataset
+    at once; with the lock the first one trains / generates it and the others wait, then find it
+    finished. POSIX ``flock``; where ``fcntl`` does not exist (Windows) there is no lock, so run
+    one process at a time there.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    lock_file = Path(lock_file)
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_file, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def dataset_root(profile: Profile, voc_root: str | Path | None = None, data_dir: Path = DATA_DIR,
+                 generate: bool = True) -> Path:
+    """The profile's dataset on disk (generated on first use for synthetic profiles, unless
+    ``generate`` is false, which only names the folder)."""
     if profile.data is None:
         return Path(voc_root or Path(data_dir) / "VOCdevkit" / "VOC2007")
     spec = profile.data
     root = Path(data_dir) / f"synthetic-{config_key(asdict(spec))}"
-    return ensure_dataset(root, spec, progress=profile.train.progress)
+    if not generate:
+        return root
+    with exclusive(root.parent / f".{root.name}.lock"):
+        return ensure_dataset(root, spec, progress=profile.train.progress)
 
 
 def splits(profile: Profile) -> tuple[str, str]:
@@ -68,6 +98,14 @@ def _run(name: str, config: dict, build, profile: Profile, cfg, root: Path, runs
     done = run_dir / "eval.json"
     if done.exists():
         return json.loads(done.read_text())
+    with exclusive(run_dir / ".lock"):  # inside the run: clearing a run clears its lock
+        if done.exists():  # another process finished it while we waited for the lock
+            return json.loads(done.read_text())
+        return _train_and_evaluate(run_dir, config, build, profile, cfg, root)
+
+
+def _train_and_evaluate(run_dir: Path, config: dict, build, profile: Profile, cfg, root: Path) -> dict:
+    done = run_dir / "eval.json"
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.json").write_text(json.dumps(config, indent=2, default=str))
     train_split, val_split = splits(profile)
@@ -85,7 +123,9 @@ def _run(name: str, config: dict, build, profile: Profile, cfg, root: Path, runs
               "metrics": metrics, "train_seconds": _training_seconds(run_dir),
               "wall_seconds_this_call": time.perf_counter() - t0, "final_loss": summary.get("loss"),
               "run_dir": run_dir.name, "threads": torch.get_num_threads(), "code_commit": code_commit}
-    done.write_text(json.dumps(result, indent=2))
+    partial = done.with_name("eval.json.partial")  # readers outside the lock never see half a file
+    partial.write_text(json.dumps(result, indent=2))
+    partial.replace(done)
     return result
 
 
@@ -93,16 +133,46 @@ def train_detector(kind: str, backbone: str, profile: Profile, seed: int = 0, ru
                    voc_root: str | Path | None = None, data_dir: Path = DATA_DIR) -> dict:
     """Train (or reuse) one plain detector and evaluate it; returns ``eval.json``'s content."""
     root = dataset_root(profile, voc_root, data_dir)
-    cfg = profile.with_train(seed=seed).train
-    # (the seed is part of the key through "train")
-    config = {"what": "detector", "kind": kind, "backbone": backbone, "detector": profile.detector,
-              "train": asdict(cfg) | {"progress": None}, "data": _data_name(root)}
+    name, config = _detector_run(kind, backbone, profile, seed, root)
 
     def build(num_classes):
         model = build_detector(kind, backbone, num_classes, **profile.detector)
         return model, model
 
-    return _run(f"{kind}-{backbone}-s{seed}", config, build, profile, cfg, root, runs_dir)
+    return _run(name, config, build, profile, profile.with_train(seed=seed).train, root, runs_dir)
+
+
+def _detector_run(kind: str, backbone: str, profile: Profile, seed: int, root: Path) -> tuple[str, dict]:
+    """A plain detector run's name and keyed config (the seed is part of the key through "train")."""
+    cfg = profile.with_train(seed=seed).train
+    config = {"what": "detector", "kind": kind, "backbone": backbone, "detector": profile.detector,
+              "train": asdict(cfg) | {"progress": None}, "data": _data_name(root)}
+    return f"{kind}-{backbone}-s{seed}", config
+
+
+def _distilled_run(kind: str, student_backbone: str, profile: Profile, distill: DistillConfig, seed: int,
+                   root: Path, teacher_run_dir: str) -> tuple[str, dict]:
+    cfg = profile.with_train(seed=seed).train
+    config = {"what": "distilled", "kind": kind, "backbone": student_backbone,
+              "teacher_run": teacher_run_dir, "distill": asdict(distill), "detector": profile.detector,
+              "train": asdict(cfg) | {"progress": None}, "data": _data_name(root)}
+    return f"{kind}-{student_backbone}-{distill.method}-s{seed}", config
+
+
+def run_dir_of(kind: str, backbone: str, profile: Profile, seed: int = 0, runs_dir: Path = RUNS_DIR,
+               voc_root: str | Path | None = None, data_dir: Path = DATA_DIR, distill: DistillConfig | None = None,
+               teacher_backbone: str | None = None, teacher_seed: int | None = None) -> Path:
+    """Where :func:`train_detector` (``distill`` None) or :func:`train_distilled` keeps this run,
+    computed without training or generating anything: ``(run_dir / "eval.json").exists()`` tells
+    whether it is finished."""
+    root = dataset_root(profile, voc_root, data_dir, generate=False)
+    if distill is None:
+        name, config = _detector_run(kind, backbone, profile, seed, root)
+    else:
+        teacher_seed = profile.seeds[0] if teacher_seed is None else teacher_seed
+        teacher = run_dir_of(kind, teacher_backbone, profile, teacher_seed, runs_dir, voc_root, data_dir)
+        name, config = _distilled_run(kind, backbone, profile, distill, seed, root, teacher.name)
+    return Path(runs_dir) / f"{name}-{config_key(config)}"
 
 
 def train_distilled(kind: str, teacher_backbone: str, student_backbone: str, profile: Profile,
@@ -112,10 +182,7 @@ def train_distilled(kind: str, teacher_backbone: str, student_backbone: str, pro
     teacher_seed = profile.seeds[0] if teacher_seed is None else teacher_seed
     teacher_run = train_detector(kind, teacher_backbone, profile, teacher_seed, runs_dir, voc_root, data_dir)
     root = dataset_root(profile, voc_root, data_dir)
-    cfg = profile.with_train(seed=seed).train
-    config = {"what": "distilled", "kind": kind, "backbone": student_backbone,
-              "teacher_run": teacher_run["run_dir"], "distill": asdict(distill), "detector": profile.detector,
-              "train": asdict(cfg) | {"progress": None}, "data": _data_name(root)}
+    name, config = _distilled_run(kind, student_backbone, profile, distill, seed, root, teacher_run["run_dir"])
 
     def build(num_classes):
         teacher = build_detector(kind, teacher_backbone, num_classes, **profile.detector,
@@ -123,7 +190,7 @@ def train_distilled(kind: str, teacher_backbone: str, student_backbone: str, pro
         student = build_detector(kind, student_backbone, num_classes, **profile.detector)
         return Distiller(teacher, student, distill), student
 
-    name = f"{kind}-{student_backbone}-{distill.method}-s{seed}"
+    cfg = profile.with_train(seed=seed).train
     return _run(name, config, build, profile, cfg, root, runs_dir) | {"method": distill.method,
                                                                       "teacher_run": teacher_run["run_dir"]}
 

@@ -94,8 +94,10 @@ def test_reproduce_cli_runs_every_notebook_with_the_profile_parameter(monkeypatc
         assert out.endswith(f"results/_smoke/{nb.stem}/{nb.name}")  # smoke never overwrites committed results
     assert capsys.readouterr().out.count("executed") == len(notebooks)
     calls.clear()
-    cli(["reproduce", "--profile", "smoke", "01_voc_small_models"])
-    assert len(calls) == 1
+    cli(["reproduce", "--profile", "smoke", "01_voc_small_models", "--workers", "3"])
+    assert len(calls) == 1 and calls[0][2] == {"profile": "smoke", "workers": 3}
+    with pytest.raises(SystemExit):
+        cli(["reproduce", "--workers", "0"])
     with pytest.raises(FileNotFoundError, match="no notebook 'nope'"):
         cli(["reproduce", "--profile", "smoke", "nope"])
 
@@ -116,3 +118,63 @@ def test_run_cli_builds_the_experiment_it_is_given(monkeypatch, capsys):
         cli(["run", "--method", "glam"])
     with pytest.raises(SystemExit):
         cli(["run", "--distill-rpn", "maybe"])
+
+
+def _epoch_summaries(run_dir):
+    return sum(1 for line in (run_dir / "metrics.jsonl").read_text().splitlines() if json.loads(line).get("summary"))
+
+
+def test_where_a_run_lives_is_known_before_training(tmp_path):
+    from glamd_core.experiments import Experiment, is_finished, run
+
+    kw = dict(runs_dir=tmp_path / "runs", data_dir=tmp_path / "data")
+    exp = Experiment("retinanet", "glamd", "smoke", seed=1)
+    assert not is_finished(exp, **kw)
+    assert not (tmp_path / "data").exists()  # asking generated nothing
+    r = run(exp, **kw)
+    assert is_finished(exp, **kw) and is_finished(Experiment("retinanet", "teacher", "smoke"), **kw)
+    assert not is_finished(Experiment("retinanet", "glamd", "smoke", seed=1, epochs=2), **kw)  # a new key
+    profile = exp.resolved_profile()
+    assert runs.run_dir_of("retinanet", profile.student_backbone, profile, 1, distill=replace(exp.distill, method="glamd"),
+                           teacher_backbone=profile.teacher_backbone, **kw) == tmp_path / "runs" / r["run_dir"]
+    assert runs.run_dir_of("retinanet", profile.teacher_backbone, profile, 0, **kw).name == r["teacher_run"]
+
+
+def test_parallel_workers_train_each_run_once(tmp_path):
+    """Two workers asking for the same run at once, and a distilled student started while its
+    teacher is training: the run locks make every run train exactly once."""
+    import os
+
+    from glamd_core.experiments import Experiment, run_all
+
+    kw = dict(runs_dir=tmp_path / "runs", data_dir=tmp_path / "data")
+    student = Experiment("retinanet", "none", "smoke", seed=0)
+    twice = run_all([student, student], workers=2, **kw)
+    assert twice[0] == twice[1]  # the second read what the first wrote
+    assert twice[0]["threads"] == max(1, (os.cpu_count() or 1) // 2)  # trained in a worker
+    assert _epoch_summaries(tmp_path / "runs" / twice[0]["run_dir"]) == SMOKE.train.epochs
+
+    pair = run_all([Experiment("retinanet", "teacher", "smoke"), Experiment("retinanet", "glamd", "smoke")],
+                   workers=2, **kw)
+    assert pair[1]["teacher_run"] == pair[0]["run_dir"] and pair[1]["method"] == "glamd"
+    dirs = sorted(p.name for p in (tmp_path / "runs").iterdir() if p.is_dir())
+    assert dirs == sorted([twice[0]["run_dir"], pair[0]["run_dir"], pair[1]["run_dir"]])
+    for d in dirs:
+        assert _epoch_summaries(tmp_path / "runs" / d) == SMOKE.train.epochs
+    # in order, and read from the cache in-process the second time
+    again = run_all([Experiment("retinanet", "glamd", "smoke"), student], workers=2, **kw)
+    assert again == [pair[1], twice[0]]
+
+
+def test_default_workers_and_bad_worker_counts():
+    import os
+
+    from glamd_core.experiments import Experiment, default_workers, run_all
+
+    assert default_workers([Experiment("retinanet", "none", "smoke")]) == 1
+    assert default_workers([Experiment("retinanet", "none", "cpu")]) == max(1, min(4, os.cpu_count() or 1))
+    assert default_workers([Experiment("retinanet", "none", "paper")]) == 1  # GPU profile
+    with pytest.raises(ValueError, match="workers must be at least 1"):
+        run_all([], workers=0)
+    with pytest.raises(ValueError, match="epochs must be a positive integer"):
+        Experiment("retinanet", "none", "cpu", epochs=0)
