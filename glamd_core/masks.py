@@ -146,21 +146,33 @@ def local_channel_mask(feat: torch.Tensor, patch_size: int = 7, temperature: flo
     return _patchwise_product(feat.new_ones(b, 1, h, w), per_patch, patch_size)
 
 
+def abs_statistics(feat: torch.Tensor, patch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The two statistics of |F| every mask is made of: its mean over channels (B x 1 x H x W) and
+    its sum over each patch of every channel (B x C x nh x nw; one patch per map when
+    ``patch_size >= max(H, W)``, the global case, which uses the faster contiguous reduction).
+    The single place where masks read the full feature map; a fused kernel would replace this."""
+    b, c, h, w = feat.shape
+    abs_feat = feat.abs()
+    spatial = abs_feat.mean(dim=1, keepdim=True)
+    if patch_size >= max(h, w):
+        return spatial, abs_feat.sum(dim=(2, 3), keepdim=True)
+    return spatial, _patch_sums(abs_feat, patch_size)
+
+
 def _masks_of(feat: torch.Tensor, patch_size: int, temperature: float, want_global: bool, want_local: bool):
     """All masks of one feature map from one |F|: spatial logits (mean over channels), and either
     the global channel logits (mean over positions) or the per-patch ones, from which the global
     ones are the cell-count-weighted mean, so the local masks cost one reduction, not two."""
     b, c, h, w = feat.shape
-    abs_feat = feat.abs()
-    spatial = abs_feat.mean(dim=1, keepdim=True) / temperature
+    spatial, sums = abs_statistics(feat, patch_size if want_local else max(h, w))
+    spatial = spatial / temperature
     out = {}
     if want_local:
         patch_spatial, valid = _to_patches(spatial, patch_size)
-        sums = _patch_sums(abs_feat, patch_size)
         patch_logits = sums / _patch_cell_counts(h, w, patch_size, feat)
         channel = sums.sum(dim=(2, 3), keepdim=True) / (h * w)
     else:
-        channel = abs_feat.mean(dim=(2, 3), keepdim=True)
+        channel = sums / (h * w)
     if want_global:
         out["global"] = (h * w * spatial.reshape(b, -1).softmax(dim=1).reshape(b, 1, h, w),
                          c * (channel / temperature).softmax(dim=1))

@@ -31,12 +31,14 @@ RESULTS_DIR = REPO_ROOT / "results"
 
 
 def git_commit() -> str:
-    """Short HEAD commit, ``-dirty`` when tracked files differ from it, ``unknown`` outside git."""
+    """Short HEAD commit, ``-dirty`` when tracked files other than ``results/`` differ from it,
+    ``unknown`` outside git. ``results/`` is left out because the main job itself rewrites the
+    committed results while it runs; what made them is the code."""
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True,
                              text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT,
-                               capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results"],
+                               cwd=REPO_ROOT, capture_output=True, text=True, check=True).stdout.strip()
         return out + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"

@@ -178,3 +178,24 @@ def test_default_workers_and_bad_worker_counts():
         run_all([], workers=0)
     with pytest.raises(ValueError, match="epochs must be a positive integer"):
         Experiment("retinanet", "none", "cpu", epochs=0)
+
+
+def test_git_commit_is_dirty_for_code_changes_not_for_results(tmp_path, monkeypatch):
+    import subprocess
+
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "results").mkdir()
+    (tmp_path / "code.py").write_text("x = 1\n")
+    (tmp_path / "results" / "table.md").write_text("old\n")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
+    monkeypatch.setattr(runs, "REPO_ROOT", tmp_path)
+    clean = runs.git_commit()
+    assert len(clean) >= 7 and not clean.endswith("-dirty")
+    (tmp_path / "results" / "table.md").write_text("new\n")  # the main job rewriting committed results
+    assert runs.git_commit() == clean
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert runs.git_commit() == clean + "-dirty"
