@@ -152,11 +152,15 @@ def run_all(experiments: list[Experiment], workers: int | None = None, **kw) -> 
         with ProcessPoolExecutor(min(workers, len(todo)), mp_context=multiprocessing.get_context("spawn"),
                                  initializer=_init_worker, initargs=(threads,)) as pool:
             futures = {pool.submit(run, experiments[i], progress=False, **kw): i for i in todo}
-            for future in as_completed(futures):
-                i = futures[future]
-                results[i] = future.result()
-                bar.set_postfix_str(f"done: {experiments[i].kind} {experiments[i].method} seed {experiments[i].seed}")
-                bar.update()
+            try:
+                for future in as_completed(futures):
+                    i = futures[future]
+                    results[i] = future.result()
+                    bar.set_postfix_str(f"done: {experiments[i].kind} {experiments[i].method} seed {experiments[i].seed}")
+                    bar.update()
+            except BaseException:  # a failed run or Ctrl-C: start nothing new (runs in flight finish, or resume later)
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
     bar.close()
     return results
 

@@ -199,3 +199,12 @@ def test_git_commit_is_dirty_for_code_changes_not_for_results(tmp_path, monkeypa
     assert runs.git_commit() == clean
     (tmp_path / "code.py").write_text("x = 2\n")
     assert runs.git_commit() == clean + "-dirty"
+
+
+def test_a_failing_run_in_a_worker_fails_run_all(tmp_path):
+    from glamd_core.experiments import Experiment, run_all
+
+    bad = Experiment("retinanet", "none", "smoke", student="no_such_backbone")
+    with pytest.raises(Exception, match="no_such_backbone"):
+        run_all([bad, Experiment("retinanet", "none", "smoke", seed=3, student="no_such_backbone")], workers=2,
+                runs_dir=tmp_path / "runs", data_dir=tmp_path / "data")
