@@ -14,6 +14,7 @@ import os
 import platform
 import shutil
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -119,13 +120,19 @@ def _init_worker(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
+_SPAWN_HINT = ("Worker processes start by importing the calling script: in a script (not a notebook), call "
+               "run_all under `if __name__ == \"__main__\":`, or pass workers=1.")
+
+
 def run_all(experiments: list[Experiment], workers: int | None = None, **kw) -> list[dict]:
     """Run (or fetch) every experiment, with a progress bar over them; results in the given order.
 
     ``workers`` > 1 trains that many runs at once in separate processes, each with
     ``cpu_count // workers`` threads (None: :func:`default_workers`). Runs already in the cache are
     read in this process. A run asked for twice at once (say, the teacher of two distilled
-    students) is trained once: the run cache holds a lock per run.
+    students) is trained once: the run cache holds a lock per run. Workers are spawned, so a
+    script that calls this must guard the call with ``if __name__ == "__main__":`` (notebooks
+    need nothing).
     """
     from tqdm.auto import tqdm
 
@@ -133,6 +140,8 @@ def run_all(experiments: list[Experiment], workers: int | None = None, **kw) -> 
     workers = default_workers(experiments) if workers is None else int(workers)
     if workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
+    if getattr(multiprocessing.current_process(), "_inheriting", False):  # how multiprocessing itself tells
+        raise RuntimeError(_SPAWN_HINT)
     bar = tqdm(total=len(experiments), desc="experiments")
     results: list[dict | None] = [None] * len(experiments)
     todo = []
@@ -158,6 +167,10 @@ def run_all(experiments: list[Experiment], workers: int | None = None, **kw) -> 
                     results[i] = future.result()
                     bar.set_postfix_str(f"done: {experiments[i].kind} {experiments[i].method} seed {experiments[i].seed}")
                     bar.update()
+            except BrokenProcessPool as error:
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise RuntimeError("a run_all worker process died (its traceback is above, on stderr). "
+                                   "Out of memory? Try fewer workers. " + _SPAWN_HINT) from error
             except BaseException:  # a failed run or Ctrl-C: start nothing new (runs in flight finish, or resume later)
                 pool.shutdown(wait=False, cancel_futures=True)
                 raise

@@ -208,3 +208,17 @@ def test_a_failing_run_in_a_worker_fails_run_all(tmp_path):
     with pytest.raises(Exception, match="no_such_backbone"):
         run_all([bad, Experiment("retinanet", "none", "smoke", seed=3, student="no_such_backbone")], workers=2,
                 runs_dir=tmp_path / "runs", data_dir=tmp_path / "data")
+
+
+def test_an_unguarded_script_gets_a_clear_error(tmp_path):
+    """Spawned workers re-import the calling script; without a __main__ guard that must say so."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "script.py"
+    script.write_text("from glamd_core.experiments import Experiment, run_all\n"
+                      f"run_all([Experiment('retinanet', 'none', 'smoke', seed=s) for s in (0, 1)], workers=2, "
+                      f"runs_dir=r'{tmp_path / 'runs'}', data_dir=r'{tmp_path / 'data'}')\n")
+    done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0
+    assert 'if __name__ == "__main__":' in done.stderr and "worker process died" in done.stderr
