@@ -69,14 +69,21 @@ def run(exp: Experiment, runs_dir: Path = RUNS_DIR, data_dir: Path = DATA_DIR, v
     if progress is not None:
         profile = profile.with_train(progress=progress)
     kw = dict(runs_dir=runs_dir, voc_root=voc_root, data_dir=data_dir)
-    if exp.method == "teacher":
-        result = train_detector(exp.kind, exp.teacher_backbone, profile, exp.seed, **kw)
-    elif exp.method == "none":
-        result = train_detector(exp.kind, exp.student_backbone, profile, exp.seed, **kw)
+    if _is_plain(exp):
+        result = train_detector(exp.kind, _plain_backbone(exp), profile, exp.seed, **kw)
     else:
         result = train_distilled(exp.kind, exp.teacher_backbone, exp.student_backbone, profile, _distill_of(exp),
                                  exp.seed, **kw)
     return result | {"method": exp.method, "kind": exp.kind, "seed": exp.seed, "profile": exp.profile}
+
+
+def _is_plain(exp: Experiment) -> bool:
+    """A detector trained alone (the teacher, or the student without distillation)."""
+    return exp.method in ("teacher", "none")
+
+
+def _plain_backbone(exp: Experiment) -> str:
+    return exp.teacher_backbone if exp.method == "teacher" else exp.student_backbone
 
 
 def _distill_of(exp: Experiment) -> DistillConfig:
@@ -86,9 +93,8 @@ def _distill_of(exp: Experiment) -> DistillConfig:
 def is_finished(exp: Experiment, runs_dir: Path = RUNS_DIR, data_dir: Path = DATA_DIR, voc_root=None) -> bool:
     """Whether ``exp``'s run is in the cache, found without training anything."""
     profile = exp.resolved_profile()
-    if exp.method in ("teacher", "none"):
-        backbone = exp.teacher_backbone if exp.method == "teacher" else exp.student_backbone
-        where = run_dir_of(exp.kind, backbone, profile, exp.seed, runs_dir, voc_root, data_dir)
+    if _is_plain(exp):
+        where = run_dir_of(exp.kind, _plain_backbone(exp), profile, exp.seed, runs_dir, voc_root, data_dir)
     else:
         where = run_dir_of(exp.kind, exp.student_backbone, profile, exp.seed, runs_dir, voc_root, data_dir,
                            distill=_distill_of(exp), teacher_backbone=exp.teacher_backbone)
@@ -153,7 +159,7 @@ def run_all(experiments: list[Experiment], workers: int | None = None, **kw) -> 
         else:
             todo.append(i)
     if todo:
-        for i in todo:  # a synthetic dataset is generated once, here, not by racing workers
+        for i in todo:  # generate a missing synthetic dataset here, where its progress bar shows
             dataset_root(experiments[i].resolved_profile(), kw.get("voc_root"), kw.get("data_dir", DATA_DIR))
         todo.sort(key=lambda i: _stage(experiments[i]))
         threads = max(1, (os.cpu_count() or 1) // workers)

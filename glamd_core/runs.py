@@ -144,21 +144,28 @@ def train_detector(kind: str, backbone: str, profile: Profile, seed: int = 0, ru
     return _run(name, config, build, profile, profile.with_train(seed=seed).train, root, runs_dir)
 
 
-def _detector_run(kind: str, backbone: str, profile: Profile, seed: int, root: Path) -> tuple[str, dict]:
-    """A plain detector run's name and keyed config (the seed is part of the key through "train")."""
+def _keyed_settings(profile: Profile, seed: int, root: Path) -> dict:
+    """What every run's key covers besides its own fields (the seed through "train"; progress bars not)."""
     cfg = profile.with_train(seed=seed).train
-    config = {"what": "detector", "kind": kind, "backbone": backbone, "detector": profile.detector,
-              "train": asdict(cfg) | {"progress": None}, "data": _data_name(root)}
+    return {"detector": profile.detector, "train": asdict(cfg) | {"progress": None}, "data": _data_name(root)}
+
+
+def _detector_run(kind: str, backbone: str, profile: Profile, seed: int, root: Path) -> tuple[str, dict]:
+    """A plain detector run's name and keyed config."""
+    config = {"what": "detector", "kind": kind, "backbone": backbone} | _keyed_settings(profile, seed, root)
     return f"{kind}-{backbone}-s{seed}", config
 
 
 def _distilled_run(kind: str, student_backbone: str, profile: Profile, distill: DistillConfig, seed: int,
                    root: Path, teacher_run_dir: str) -> tuple[str, dict]:
-    cfg = profile.with_train(seed=seed).train
-    config = {"what": "distilled", "kind": kind, "backbone": student_backbone,
-              "teacher_run": teacher_run_dir, "distill": asdict(distill), "detector": profile.detector,
-              "train": asdict(cfg) | {"progress": None}, "data": _data_name(root)}
+    config = {"what": "distilled", "kind": kind, "backbone": student_backbone, "teacher_run": teacher_run_dir,
+              "distill": asdict(distill)} | _keyed_settings(profile, seed, root)
     return f"{kind}-{student_backbone}-{distill.method}-s{seed}", config
+
+
+def _teacher_seed(profile: Profile, teacher_seed: int | None) -> int:
+    """A distilled run's teacher: the profile's first seed unless told."""
+    return profile.seeds[0] if teacher_seed is None else teacher_seed
 
 
 def run_dir_of(kind: str, backbone: str, profile: Profile, seed: int = 0, runs_dir: Path = RUNS_DIR,
@@ -171,8 +178,8 @@ def run_dir_of(kind: str, backbone: str, profile: Profile, seed: int = 0, runs_d
     if distill is None:
         name, config = _detector_run(kind, backbone, profile, seed, root)
     else:
-        teacher_seed = profile.seeds[0] if teacher_seed is None else teacher_seed
-        teacher = run_dir_of(kind, teacher_backbone, profile, teacher_seed, runs_dir, voc_root, data_dir)
+        teacher = run_dir_of(kind, teacher_backbone, profile, _teacher_seed(profile, teacher_seed), runs_dir,
+                             voc_root, data_dir)
         name, config = _distilled_run(kind, backbone, profile, distill, seed, root, teacher.name)
     return Path(runs_dir) / f"{name}-{config_key(config)}"
 
@@ -181,8 +188,8 @@ def train_distilled(kind: str, teacher_backbone: str, student_backbone: str, pro
                     distill: DistillConfig, seed: int = 0, runs_dir: Path = RUNS_DIR,
                     voc_root: str | Path | None = None, data_dir: Path = DATA_DIR, teacher_seed: int | None = None) -> dict:
     """Train (or reuse) the teacher, then a student distilled from it; evaluates the student."""
-    teacher_seed = profile.seeds[0] if teacher_seed is None else teacher_seed
-    teacher_run = train_detector(kind, teacher_backbone, profile, teacher_seed, runs_dir, voc_root, data_dir)
+    teacher_run = train_detector(kind, teacher_backbone, profile, _teacher_seed(profile, teacher_seed), runs_dir,
+                                 voc_root, data_dir)
     root = dataset_root(profile, voc_root, data_dir)
     name, config = _distilled_run(kind, student_backbone, profile, distill, seed, root, teacher_run["run_dir"])
 
