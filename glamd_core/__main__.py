@@ -38,7 +38,9 @@ def main(argv: list[str] | None = None) -> None:
     tr.add_argument("--voc-root", default=None, help="real VOC2007 root for the paper profile")
     rs = sub.add_parser("runs", help="list or clear cached runs in runs/")
     rs.add_argument("action", choices=["list", "clear"])
-    rs.add_argument("--pattern", default="*", help="glob over run names, for clear")
+    rs.add_argument("--pattern", default=None, help="glob over run names, e.g. 'retinanet-*' (list: filter; "
+                    "clear: which runs to delete)")
+    rs.add_argument("--all", action="store_true", dest="everything", help="clear: every run in the cache")
     rs.add_argument("--unfinished-only", action="store_true")
     a = p.parse_args(argv)
     if a.command == "reproduce":
@@ -51,15 +53,24 @@ def main(argv: list[str] | None = None) -> None:
         from .experiments import clear_runs, list_runs
 
         if a.action == "list":
-            print(list_runs().to_string(index=False))
-        else:
-            print("removed:", *clear_runs(pattern=a.pattern, unfinished_only=a.unfinished_only), sep="\n  ")
+            print(list_runs(pattern=a.pattern or "*").to_string(index=False))
+            return
+        try:
+            removed, busy = clear_runs(pattern=a.pattern, unfinished_only=a.unfinished_only, everything=a.everything)
+        except ValueError as error:
+            p.error(str(error))
+        print(f"removed {len(removed)} run(s)", *removed, sep="\n  ")
+        if busy:
+            print(f"left {len(busy)} run(s) that another process is training", *busy, sep="\n  ")
         return
     if a.command == "run":
         from .experiments import Experiment, run
 
-        distill = DistillConfig(**{k: getattr(a, k) for k in asdict(DistillConfig()) if k != "method"})
-        exp = Experiment(a.kind, a.method, a.profile, a.seed, a.student, a.teacher, distill)
+        try:
+            distill = DistillConfig(**{k: getattr(a, k) for k in asdict(DistillConfig()) if k != "method"})
+            exp = Experiment(a.kind, a.method, a.profile, a.seed, a.student, a.teacher, distill)
+        except ValueError as error:
+            p.error(str(error))
         print(json.dumps(run(exp, voc_root=a.voc_root), indent=2))
 
 

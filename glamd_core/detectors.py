@@ -23,6 +23,8 @@ from torchvision.models.detection.retinanet import RetinaNetHead
 from torchvision.ops import FeaturePyramidNetwork, MultiScaleRoIAlign
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool, LastLevelP6P7
 
+from .files import read_checkpoint
+
 KINDS = ("retinanet", "faster_rcnn")
 
 
@@ -173,9 +175,7 @@ def build_detector(kind: str, backbone: str, num_classes: int, pretrained: bool 
 def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
     """Load detector weights from an engine checkpoint (``{"model": ...}``) or a bare state dict."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"detector checkpoint {path} not found")
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    state = read_checkpoint(path)
     state = state.get("model", state) if isinstance(state, dict) else state
     try:
         missing, unexpected = model.load_state_dict(state, strict=False)

@@ -10,6 +10,8 @@ the anchors and the head outputs; the teacher is run on the *same* transformed t
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass
 
 import torch
@@ -50,11 +52,30 @@ class DistillConfig:
     defeat_roi_neg_weight: float = 1.0
 
     def __post_init__(self):
+        """Every setting is checked here, when the config is made: a bad one must fail before a
+        teacher trains for minutes, and name itself (not surface later as NaN masks or a torch error)."""
         if self.method not in METHODS:
             raise ValueError(f"distillation method must be one of {METHODS}, got {self.method!r}")
-        if min(self.alpha, self.beta, self.gamma, self.attention_weight, self.defeat_fg_weight,
-               self.defeat_bg_weight, self.defeat_roi_pos_weight, self.defeat_roi_neg_weight) < 0:
-            raise ValueError("loss weights must be non-negative")
+        for name in ("alpha", "beta", "gamma", "attention_weight", "defeat_fg_weight", "defeat_bg_weight",
+                     "defeat_roi_pos_weight", "defeat_roi_neg_weight"):
+            _check_number(name, getattr(self, name), lambda v: v >= 0, "a finite number >= 0")
+            setattr(self, name, float(getattr(self, name)))  # alpha=1 and alpha=1.0 are one run, one key
+        for name in ("temperature", "roi_temperature"):
+            _check_number(name, getattr(self, name), lambda v: v > 0, "a finite number > 0")
+            setattr(self, name, float(getattr(self, name)))
+        if isinstance(self.patch_size, bool) or not isinstance(self.patch_size, numbers.Integral) \
+                or self.patch_size < 1:  # True and 3.0 are not patch sizes
+            raise ValueError(f"DistillConfig.patch_size must be a positive integer (feature-map cells), "
+                             f"got {self.patch_size!r}")
+        self.patch_size = int(self.patch_size)  # numpy integers too: run keys are made from plain ints
+        for name in ("distill_rpn", "distill_roi"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"DistillConfig.{name} must be True or False, got {getattr(self, name)!r}")
+
+
+def _check_number(name: str, value, ok, what: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or not ok(value):
+        raise ValueError(f"DistillConfig.{name} must be {what}, got {value!r}")
 
 
 def _levels(model) -> int:

@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader, Dataset, RandomSampler
 from tqdm.auto import tqdm
 
 from .data.base import collate
+from .files import atomic_save, atomic_write_text, read_checkpoint
 
 CHECKPOINT = "last.pt"
 
@@ -128,12 +129,6 @@ def to_device(images, targets, device):
     return images, targets
 
 
-def _atomic_save(obj, path: Path) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
 def unwrap(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
@@ -162,7 +157,7 @@ def train(model: nn.Module, dataset: Dataset, cfg: TrainConfig, out_dir: str | P
     start_epoch, summary = 0, {}
     ckpt_path = out_dir / CHECKPOINT
     if resume and ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
+        ckpt = read_checkpoint(ckpt_path, map_location=device)
         if ckpt["config"]["epochs"] != cfg.epochs:
             # The LR schedule depends on the total length; a longer run is a different run.
             raise ValueError(f"{ckpt_path} was written for {ckpt['config']['epochs']} epochs, not {cfg.epochs}; "
@@ -176,6 +171,8 @@ def train(model: nn.Module, dataset: Dataset, cfg: TrainConfig, out_dir: str | P
     if world > 1:
         model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
+    if rank == 0:
+        _drop_logs_after(out_dir, start_epoch)
     log = (out_dir / "metrics.jsonl").open("a") if rank == 0 else None
     for epoch in range(start_epoch, cfg.epochs):
         if world > 1:
@@ -224,7 +221,7 @@ def train(model: nn.Module, dataset: Dataset, cfg: TrainConfig, out_dir: str | P
             log.write(json.dumps({"summary": True, **summary}) + "\n")
             log.flush()
             _append_csv(out_dir / "metrics.csv", summary)
-            _atomic_save({"model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
+            atomic_save({"model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
                           "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "epoch": epoch,
                           "rng": _rng_state(), "config": asdict(cfg), "summary": summary}, ckpt_path)
         if world > 1:
@@ -232,6 +229,31 @@ def train(model: nn.Module, dataset: Dataset, cfg: TrainConfig, out_dir: str | P
     if log:
         log.close()
     return summary
+
+
+def _drop_logs_after(out_dir: Path, start_epoch: int) -> None:
+    """Keep only the log lines of the epochs the checkpoint holds.
+
+    Logs are written before the epoch's checkpoint, so a run killed in between (or mid-epoch)
+    would log the epoch it repeats on resume twice."""
+    jsonl, table = out_dir / "metrics.jsonl", out_dir / "metrics.csv"
+    if jsonl.exists():
+        lines = [line for line in jsonl.read_text().splitlines(keepends=True)
+                 if line.strip() and json.loads(line)["epoch"] < start_epoch]
+        atomic_write_text(jsonl, "".join(lines))
+    if table.exists():
+        with table.open(newline="") as f:
+            reader = csv.DictReader(f)
+            fields, rows = reader.fieldnames, [r for r in reader if int(r["epoch"]) < start_epoch]
+        if rows:
+            tmp = table.with_name(f".{table.name}.partial")
+            with tmp.open("w", newline="") as f:
+                w = csv.DictWriter(f, fieldnames=fields)
+                w.writeheader()
+                w.writerows(rows)
+            os.replace(tmp, table)
+        else:
+            table.unlink()
 
 
 def _append_csv(path: Path, row: dict) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import json
 from pathlib import Path
@@ -39,15 +40,73 @@ def to_coco_results(preds: list[dict], dataset: DetectionDataset) -> list[dict]:
             for p in preds for b, s, lab in zip(p["boxes"], p["scores"], p["labels"])]
 
 
-def coco_eval(coco_gt, results: list[dict], verbose: bool = False):
-    """Run COCOeval on ``results`` (COCO results format); return the evaluated ``COCOeval``."""
+def check_detections(image_ids, boxes_xywh, scores, category_ids, known_images, known_categories,
+                     gt_name: str, category_word: str = "category id") -> None:
+    """Raise ``ValueError`` on detections no metric should be computed from; the one check both metrics share.
+
+    Non-finite boxes or scores come from a broken model (a NaN box used to count as a hit, a NaN score
+    vanished); ids the ground truth lacks made pycocotools fail with a bare assertion (images) or drop
+    the detections silently (categories). A negative width or height is rejected too: our boxes are
+    XYXY from detectors that never invert them, so it means a format mix-up, and pycocotools would
+    score it inconsistently (IoU 0, area w*h: counted as a false positive when both sides are
+    negative, outside every size range and so unseen when one is). Zero-size boxes are legal.
+    """
+    image_ids = np.asarray(image_ids).reshape(-1)
+    boxes = np.asarray(boxes_xywh, dtype=float).reshape(-1, 4)
+    scores = np.asarray(scores, dtype=float).reshape(-1)
+    bad = ~(np.isfinite(boxes).all(1) & np.isfinite(scores))
+    if bad.any():
+        raise ValueError(f"{int(bad.sum())} detection(s) with a non-finite box or score (first in image "
+                         f"{image_ids[bad][0]}): a broken model must not be scored")
+    unknown = sorted(set(image_ids.tolist()) - set(known_images))
+    if unknown:
+        raise ValueError(f"{len(unknown)} unknown image id(s) in the detections, first {unknown[:5]}: "
+                         f"not in {gt_name}")
+    unknown = sorted(set(np.asarray(category_ids).reshape(-1).tolist()) - set(known_categories))
+    if unknown:
+        raise ValueError(f"unknown {category_word}(s) {unknown[:5]} in the detections: not in {gt_name}")
+    bad = (boxes[:, 2] < 0) | (boxes[:, 3] < 0)
+    if bad.any():
+        raise ValueError(f"{int(bad.sum())} detection(s) with a negative width or height (first in image "
+                         f"{image_ids[bad][0]}): boxes mixed up between XYXY and XYWH?")
+
+
+def _gt_name(image_ids, source: str | None) -> str:
+    ids = sorted(image_ids)
+    size = f"{len(ids)} images, ids {ids[0]}..{ids[-1]}" if ids else "no images"
+    return f"the ground truth of {source} ({size})" if source else f"the ground truth ({size})"
+
+
+def check_coco_results(coco_gt, results: list[dict], source: str | None = None) -> None:
+    """``check_detections`` on COCO-format results against ``coco_gt`` (``source`` names it in errors)."""
+    image_ids = coco_gt.getImgIds()
+    check_detections([r["image_id"] for r in results], [r["bbox"] for r in results], [r["score"] for r in results],
+                     [r["category_id"] for r in results], image_ids, coco_gt.getCatIds(), _gt_name(image_ids, source))
+
+
+def _empty_results(coco_gt):
+    """What ``loadRes`` would build from no detections (it cannot: it reads the first result's keys)."""
+    from pycocotools.coco import COCO
+
+    dt = COCO()
+    dt.dataset = {"images": list(coco_gt.dataset["images"]), "annotations": [],
+                  "categories": copy.deepcopy(coco_gt.dataset["categories"])}
+    dt.createIndex()
+    return dt
+
+
+def coco_eval(coco_gt, results: list[dict], verbose: bool = False, source: str | None = None):
+    """Run COCOeval on ``results`` (COCO results format, checked first); return the evaluated ``COCOeval``.
+
+    No detections is a real (empty) evaluation, so a size bucket reads -1 exactly when it has no
+    ground truth, as it does with detections.
+    """
     from pycocotools.cocoeval import COCOeval
 
-    if not results:
-        return None
+    check_coco_results(coco_gt, results, source)
     quiet = contextlib.nullcontext() if verbose else contextlib.redirect_stdout(io.StringIO())
     with quiet:
-        dt = coco_gt.loadRes(results)
+        dt = coco_gt.loadRes(results) if results else _empty_results(coco_gt)
         ev = COCOeval(coco_gt, dt, "bbox")
         ev.evaluate()
         ev.accumulate()
@@ -55,11 +114,9 @@ def coco_eval(coco_gt, results: list[dict], verbose: bool = False):
     return ev
 
 
-def coco_metrics(coco_gt, results: list[dict], verbose: bool = False) -> dict[str, float]:
+def coco_metrics(coco_gt, results: list[dict], verbose: bool = False, source: str | None = None) -> dict[str, float]:
     """AP, AP50, AP75, APs/m/l as fractions (pycocotools reports -1 for an empty size bucket)."""
-    ev = coco_eval(coco_gt, results, verbose)
-    if ev is None:  # no detection at all: every AP is 0 (pycocotools cannot load empty results)
-        return dict.fromkeys(COCO_METRICS, 0.0)
+    ev = coco_eval(coco_gt, results, verbose, source)
     return {k: float(v) for k, v in zip(COCO_METRICS, ev.stats[:6])}
 
 
@@ -69,13 +126,26 @@ def voc07_ap(recall: np.ndarray, precision: np.ndarray) -> float:
                           for t in np.linspace(0, 1, 11)]))
 
 
+def _xyxy_to_xywh(boxes) -> np.ndarray:
+    b = np.asarray(boxes, dtype=float).reshape(-1, 4)
+    return np.concatenate([b[:, :2], b[:, 2:] - b[:, :2]], axis=1)
+
+
 def voc07_map(dataset: DetectionDataset, preds: list[dict], iou_threshold: float = 0.5) -> dict:
     """VOC2007 mAP@0.5 with ``ignore`` (difficult) boxes neither rewarded nor penalised.
 
     IoU uses continuous coordinates (torchvision.ops.box_iou), not VOC's devkit "+1 pixel" areas;
     on large objects the two agree closely, on tiny ones ours is the stricter.
     Returns ``{"mAP50": ..., "per_class": {name: AP}}``; classes without ground truth are left out.
+    ``preds`` go through ``check_detections`` first, like COCO results do.
     """
+    if preds:
+        check_detections(np.concatenate([np.full(len(p["scores"]), p["image_id"]) for p in preds]),
+                         np.concatenate([_xyxy_to_xywh(p["boxes"]) for p in preds]),
+                         np.concatenate([np.asarray(p["scores"]).reshape(-1) for p in preds]),
+                         np.concatenate([np.asarray(p["labels"]).reshape(-1) for p in preds]),
+                         [r.image_id for r in dataset.records], range(1, len(dataset.classes) + 1),
+                         _gt_name([r.image_id for r in dataset.records], dataset.source), "label")
     by_id = {p["image_id"]: p for p in preds}
     per_class = {}
     for c, name in enumerate(dataset.classes, start=1):
@@ -116,11 +186,14 @@ def voc07_map(dataset: DetectionDataset, preds: list[dict], iou_threshold: float
 
 def evaluate(model, dataset: DetectionDataset, batch_size: int = 8, device: str = "cpu",
              results_json: str | Path | None = None, progress: bool = True) -> dict[str, float]:
-    """COCO AP metrics and VOC07 mAP50 of ``model`` on ``dataset``; optionally save detections json."""
+    """COCO AP metrics and VOC07 mAP50 of ``model`` on ``dataset``; optionally save detections json.
+
+    The json is written before the detections are checked, so a broken model's output can be looked at.
+    """
     preds = predict(model, dataset, batch_size, device, progress)
     results = to_coco_results(preds, dataset)
     if results_json is not None:
         Path(results_json).write_text(json.dumps(results))
-    metrics = coco_metrics(dataset.coco_gt(), results)
+    metrics = coco_metrics(dataset.coco_gt(), results, source=dataset.source)
     metrics["VOC07_mAP50"] = voc07_map(dataset, preds)["mAP50"]
     return metrics

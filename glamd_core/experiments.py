@@ -23,9 +23,10 @@ import torch
 
 from .detectors import KINDS
 from .distill import METHODS, DistillConfig
+from .files import recover_dir, replace_dir
 from .profiles import Profile, get_profile
 from .runs import (DATA_DIR, REPO_ROOT, RESULTS_DIR, RUNS_DIR, dataset_root, git_commit, run_dir_of, train_detector,
-                   train_distilled)
+                   train_distilled, try_exclusive)
 
 
 @dataclass(frozen=True)
@@ -202,23 +203,46 @@ def summarize(frame: pd.DataFrame, by=("kind", "method"), metric: str = "AP") ->
     return g.agg(["mean", "std", "count"]).rename(columns={"count": "n"}).reset_index()
 
 
-def list_runs(runs_dir: Path = RUNS_DIR) -> pd.DataFrame:
-    """Cached runs: name, whether finished, size on disk."""
+def list_runs(runs_dir: Path = RUNS_DIR, pattern: str = "*") -> pd.DataFrame:
+    """Cached runs (names matching ``pattern``): name, whether finished, size on disk."""
     rows = []
-    for d in sorted(Path(runs_dir).glob("*/")):
+    for d in sorted(p for p in Path(runs_dir).glob(pattern) if p.is_dir()):
         size = sum(f.stat().st_size for f in d.rglob("*") if f.is_file())
         rows.append({"run": d.name, "finished": (d / "eval.json").exists(), "MB": round(size / 2**20, 1)})
     return pd.DataFrame(rows, columns=["run", "finished", "MB"])
 
 
-def clear_runs(runs_dir: Path = RUNS_DIR, pattern: str = "*", unfinished_only: bool = False) -> list[str]:
-    """Delete cached runs whose name matches ``pattern``; returns their names."""
-    removed = []
-    for d in sorted(Path(runs_dir).glob(pattern)):
-        if d.is_dir() and not (unfinished_only and (d / "eval.json").exists()):
+def clear_runs(runs_dir: Path = RUNS_DIR, pattern: str | None = None, unfinished_only: bool = False,
+               everything: bool = False) -> tuple[list[str], list[str]]:
+    """Delete cached runs whose name matches ``pattern`` (a glob over run names, e.g.
+    ``'retinanet-*'``); ``everything=True`` instead of a pattern clears the whole cache.
+
+    Returns ``(removed, busy)``: runs being trained right now (their lock is held) are left alone
+    and listed in ``busy``. A pattern is a run name, never a path: it may not contain a path
+    separator or ``..``, and only direct children of ``runs_dir`` are ever touched.
+    """
+    if pattern is None and not everything:
+        raise ValueError("name the runs to clear with a pattern (e.g. 'retinanet-*'), or ask for everything "
+                         "explicitly (--all / everything=True)")
+    if pattern is not None and everything:
+        raise ValueError("give a pattern or everything=True, not both")
+    pattern = "*" if everything else pattern
+    if not pattern or "/" in pattern or "\\" in pattern or ".." in pattern:
+        raise ValueError(f"a run pattern is a glob over run names inside {runs_dir}, not a path: {pattern!r}")
+    root = Path(runs_dir).resolve()
+    removed, busy = [], []
+    for d in sorted(root.glob(pattern)):
+        if d.is_symlink() or not d.is_dir() or d.resolve().parent != root:
+            continue
+        if unfinished_only and (d / "eval.json").exists():
+            continue
+        with try_exclusive(d / ".lock") as held:
+            if not held:
+                busy.append(d.name)
+                continue
             shutil.rmtree(d)
-            removed.append(d.name)
-    return removed
+        removed.append(d.name)
+    return removed, busy
 
 
 def manifest(profile: Profile, seeds, wall_seconds: float, **extra) -> dict:
@@ -232,24 +256,43 @@ def manifest(profile: Profile, seeds, wall_seconds: float, **extra) -> dict:
 
 
 
-def results_dir(name: str, profile: str) -> Path:
+def results_dir(name: str, profile: str, create: bool = True) -> Path:
     """``results/<name>/``; smoke runs (CI) go to the git-ignored ``results/_smoke/<name>/`` so they
     never overwrite the committed results of a real run."""
     base = RESULTS_DIR / "_smoke" if profile == "smoke" else RESULTS_DIR
     out = base / name
-    out.mkdir(parents=True, exist_ok=True)
+    recover_dir(out)
+    if create:
+        out.mkdir(parents=True, exist_ok=True)
     return out
 
 
 def write_results(name: str, profile: Profile, seeds, wall_seconds: float, tables: dict[str, pd.DataFrame],
-                  figures: dict | None = None, **extra) -> Path:
-    """Tables as csv + markdown (with the provenance line), figures as png, and the manifest."""
-    out = results_dir(name, profile.name)
-    header = f"Profile `{profile.name}`, seeds {list(seeds)}, commit `{git_commit()}`.\n\n"
+                  figures: dict | None = None, note: str = "", out_dir: Path | None = None, **extra) -> Path:
+    """Tables as csv + markdown (with the provenance line), figures as png, and the manifest.
+
+    Written whole: everything goes to a staging folder that then replaces ``results/<name>/``, so a
+    kill leaves the old set or the new one, never new tables beside an old manifest. Other files
+    already there (e.g. a benchmark's output) are carried over, except the executed notebook
+    ``<name>.ipynb``, which belongs to the previous results; the notebook runner puts the new one
+    in place when the notebook finishes. ``out_dir`` replaces ``results/<name>/`` as the target.
+    """
+    out = results_dir(name, profile.name) if out_dir is None else Path(out_dir)
+    recover_dir(out)
+    out.mkdir(parents=True, exist_ok=True)
+    staging = out.with_name(f".{out.name}.partial")
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir()
+    for old in out.iterdir():
+        if old.is_file() and old.name != f"{name}.ipynb":
+            shutil.copy2(old, staging / old.name)
+    header = f"Profile `{profile.name}`, seeds {list(seeds)}, commit `{git_commit()}`.{' ' + note if note else ''}\n\n"
     for stem, table in tables.items():
-        table.to_csv(out / f"{stem}.csv", index=False)
-        (out / f"{stem}.md").write_text(header + table.to_markdown(index=False, floatfmt=".2f") + "\n")
+        table.to_csv(staging / f"{stem}.csv", index=False)
+        (staging / f"{stem}.md").write_text(header + table.to_markdown(index=False, floatfmt=".2f") + "\n")
     for stem, fig in (figures or {}).items():
-        fig.savefig(out / f"{stem}.png", dpi=120, bbox_inches="tight")
-    (out / "manifest.json").write_text(json.dumps(manifest(profile, seeds, wall_seconds, **extra), indent=2))
+        fig.savefig(staging / f"{stem}.png", dpi=120, bbox_inches="tight")
+    (staging / "manifest.json").write_text(json.dumps(manifest(profile, seeds, wall_seconds, **extra), indent=2))
+    replace_dir(staging, out)
     return out

@@ -45,18 +45,20 @@ def global_channel_mask(feat: torch.Tensor, temperature: float = 0.5) -> torch.T
 
 
 def _to_patches(x: torch.Tensor, p: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """B x K x H x W -> (B x K x nh x nw x p*p patches, validity of each cell, same shape, bool)."""
+    """B x K x H x W -> (B x K x nh x nw x p*p patches, validity of each cell, same shape, bool).
+
+    Maps are padded right / bottom to a multiple of p; the validity mask, not the padded value,
+    says which cells are real, so real zero features are never mistaken for padding."""
     b, k, h, w = x.shape
     nh, nw = math.ceil(h / p), math.ceil(w / p)
     pad = (0, nw * p - w, 0, nh * p - h)
-    xp = F.pad(x, pad)
     valid = F.pad(torch.ones(1, 1, h, w, dtype=torch.bool, device=x.device), pad)
 
     def split(t):
         return t.reshape(t.shape[0], t.shape[1], nh, p, nw, p).permute(0, 1, 2, 4, 3, 5).reshape(
             t.shape[0], t.shape[1], nh, nw, p * p)
 
-    return split(xp), split(valid)
+    return split(F.pad(x, pad)), split(valid)
 
 
 def _from_patches(patches: torch.Tensor, h: int, w: int, p: int) -> torch.Tensor:
@@ -67,133 +69,43 @@ def _from_patches(patches: torch.Tensor, h: int, w: int, p: int) -> torch.Tensor
 
 
 def _check_patch(patch_size: int) -> None:
-    if int(patch_size) != patch_size or patch_size < 1:
+    if isinstance(patch_size, bool) or int(patch_size) != patch_size or patch_size < 1:
         raise ValueError(f"patch_size must be a positive integer, got {patch_size!r}")
 
 
 def local_spatial_mask(feat: torch.Tensor, patch_size: int = 7, temperature: float = 0.5) -> torch.Tensor:
+    """B x 1 x H x W: the global spatial mask computed inside every patch (mean 1 per patch)."""
     _check_patch(patch_size)
     h, w = feat.shape[-2:]
     logits, valid = _to_patches(spatial_logits(feat) / temperature, patch_size)
     soft = logits.masked_fill(~valid, float("-inf")).softmax(dim=-1)
-    n_real = valid.sum(dim=-1, keepdim=True)
-    return _from_patches(soft * n_real, h, w, patch_size)
-
-
-def _band_index(n: int, p: int, device) -> torch.Tensor:
-    return torch.arange(n, device=device) // p
-
-
-def _patch_sums(x: torch.Tensor, p: int) -> torch.Tensor:
-    """B x K x H x W -> B x K x nh x nw: sum over each patch's real cells.
-
-    Rows are added into their band with ``index_add_`` (one pass over the unpadded map, long
-    contiguous inner loops; ragged bands need no padding), then columns on a map p times smaller.
-    avg_pool2d, a reduction over a length-p view, or F.pad + reshape measured 1.5-3x slower on CPU.
-    """
-    b, k, h, w = x.shape
-    nh, nw = math.ceil(h / p), math.ceil(w / p)
-    rows = x.new_zeros(b, k, nh, w).index_add_(2, _band_index(h, p, x.device), x)
-    return x.new_zeros(b, k, nh, nw).index_add_(3, _band_index(w, p, x.device), rows)
-
-
-def _patch_cell_counts(h: int, w: int, p: int, like: torch.Tensor) -> torch.Tensor:
-    """nh x nw: number of real cells of each patch (ragged patches on the right / bottom edge)."""
-    def sizes(n):
-        return torch.tensor([min(p, n - i) for i in range(0, n, p)], dtype=like.dtype, device=like.device)
-    return sizes(h)[:, None] * sizes(w)[None, :]
-
-
-def _patchwise_product(spatial: torch.Tensor, per_patch: torch.Tensor, p: int,
-                       out: torch.Tensor | None = None) -> torch.Tensor:
-    """``spatial[b, 0, y, x] * per_patch[b, c, y // p, x // p]`` as a B x C x H x W tensor, added
-    into ``out`` in place when given.
-
-    ``per_patch`` is widened along W only (a tensor p times smaller than the output), then each band
-    of p rows is one broadcast multiply whose inner loop runs along whole rows; the per-patch values
-    are never upsampled to full size.
-    """
-    b, _, h, w = spatial.shape
-    c = per_patch.shape[1]
-    wide = per_patch.repeat_interleave(p, dim=-1)[..., :w]  # B x C x nh x W
-    accumulate = out is not None
-    if out is None:
-        out = spatial.new_empty(b, c, h, w)
-    full, rest = divmod(h, p)
-    regions = []
-    if full:
-        regions.append((slice(0, full * p), slice(0, full), full, p))
-    if rest:
-        regions.append((slice(full * p, h), slice(full, full + 1), 1, rest))
-    for rows, bands, n, ph in regions:
-        region = out[:, :, rows].view(b, c, n, ph, w)
-        s = spatial[:, :, rows].reshape(b, 1, n, ph, w)
-        v = wide[:, :, bands].unsqueeze(3)
-        if accumulate:
-            region.addcmul_(s, v)
-        else:
-            torch.mul(s, v, out=region)
-    return out
+    return _from_patches(soft * valid.sum(dim=-1, keepdim=True), h, w, patch_size)
 
 
 def local_channel_mask(feat: torch.Tensor, patch_size: int = 7, temperature: float = 0.5) -> torch.Tensor:
     """B x C x H x W: every cell carries the channel mask of its patch (channel logits = mean |F|
     over the patch's real cells)."""
     _check_patch(patch_size)
-    b, c, h, w = feat.shape
-    logits = _patch_sums(feat.abs(), patch_size) / _patch_cell_counts(h, w, patch_size, feat)
-    per_patch = c * (logits / temperature).softmax(dim=1)
-    return _patchwise_product(feat.new_ones(b, 1, h, w), per_patch, patch_size)
-
-
-def abs_statistics(feat: torch.Tensor, patch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The two statistics of |F| every mask is made of: its mean over channels (B x 1 x H x W) and
-    its sum over each patch of every channel (B x C x nh x nw; one patch per map when
-    ``patch_size >= max(H, W)``, the global case, which uses the faster contiguous reduction).
-    The single place where masks read the full feature map; a fused kernel would replace this."""
-    b, c, h, w = feat.shape
-    abs_feat = feat.abs()
-    spatial = abs_feat.mean(dim=1, keepdim=True)
-    if patch_size >= max(h, w):
-        return spatial, abs_feat.sum(dim=(2, 3), keepdim=True)
-    return spatial, _patch_sums(abs_feat, patch_size)
-
-
-def _masks_of(feat: torch.Tensor, patch_size: int, temperature: float, want_global: bool, want_local: bool):
-    """All masks of one feature map from one |F|: spatial logits (mean over channels), and either
-    the global channel logits (mean over positions) or the per-patch ones, from which the global
-    ones are the cell-count-weighted mean, so the local masks cost one reduction, not two."""
-    b, c, h, w = feat.shape
-    spatial, sums = abs_statistics(feat, patch_size if want_local else max(h, w))
-    spatial = spatial / temperature
-    out = {}
-    if want_local:
-        patch_spatial, valid = _to_patches(spatial, patch_size)
-        patch_logits = sums / _patch_cell_counts(h, w, patch_size, feat)
-        channel = sums.sum(dim=(2, 3), keepdim=True) / (h * w)
-    else:
-        channel = sums / (h * w)
-    if want_global:
-        out["global"] = (h * w * spatial.reshape(b, -1).softmax(dim=1).reshape(b, 1, h, w),
-                         c * (channel / temperature).softmax(dim=1))
-    if want_local:
-        soft = patch_spatial.masked_fill(~valid, float("-inf")).softmax(dim=-1) * valid.sum(dim=-1, keepdim=True)
-        out["local"] = (_from_patches(soft, h, w, patch_size), c * (patch_logits / temperature).softmax(dim=1))
-    return out
+    c, h, w = feat.shape[1:]
+    cells, valid = _to_patches(feat.abs(), patch_size)
+    logits = cells.sum(dim=-1) / valid.sum(dim=-1)  # padded cells are zeros: they add nothing
+    per_patch = c * (logits / temperature).softmax(dim=1)  # B x C x nh x nw
+    return _from_patches(per_patch.unsqueeze(-1).expand(*per_patch.shape, patch_size ** 2), h, w, patch_size)
 
 
 def glam(teacher: torch.Tensor, student: torch.Tensor, mode: MaskMode = "both", patch_size: int = 7,
          temperature: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
-    """Weights for the distillation losses: ``(spatial, feature)``.
+    """Weights for the distillation losses: ``(spatial, feature)``, detached.
 
     * ``spatial`` (B x 1 x H x W) weights per-location head losses;
     * ``feature`` (broadcastable to B x C x H x W) weights the feature imitation loss:
       the product of the spatial and channel masks.
 
-    ``mode``: ``global`` -- Zhang & Ma's masks; ``local`` -- patch-wise masks; ``both`` (GLAMD) --
-    the mean of the global and the local weights, i.e. the global-mask loss and the patch-wise
-    loss averaged; ``uniform`` -- all ones (the "w/o GLAM" rows of the paper's Table 4).
-    ``student`` must already have the teacher's channel count (adapted features).
+    Each mask is the mean of the teacher's and the student's (Zhang & Ma). ``mode``: ``global`` --
+    Zhang & Ma's masks; ``local`` -- patch-wise masks; ``both`` (GLAMD) -- the mean of the global and
+    the local weights, i.e. the global-mask loss and the patch-wise loss averaged; ``uniform`` -- all
+    ones (the "w/o GLAM" rows of the paper's Table 4). ``student`` must already have the teacher's
+    channel count (adapted features).
     """
     if mode not in MASK_MODES:
         raise ValueError(f"mask mode must be one of {MASK_MODES}, got {mode!r}")
@@ -207,28 +119,25 @@ def glam(teacher: torch.Tensor, student: torch.Tensor, mode: MaskMode = "both", 
         return ones, ones
     if mode in ("both", "local") and patch_size >= max(h, w):
         mode = "global"  # one patch covering the map: the local mask *is* the global one (P6/P7 here)
-    want_global, want_local = mode in ("both", "global"), mode in ("both", "local")
+
+    def mean_of_both(mask, *args):
+        return 0.5 * (mask(teacher, *args, temperature) + mask(student, *args, temperature))
+
     with torch.no_grad():
-        mt = _masks_of(teacher, patch_size, temperature, want_global, want_local)
-        ms = _masks_of(student, patch_size, temperature, want_global, want_local)
-        # Each mask is the mean of the teacher's and the student's (Zhang & Ma); with both parts,
-        # GLAM = the mean of the global and the local weights. The 1/2s are folded into the
-        # small channel masks so the full-size weight is formed in two passes.
-        scale = 0.5 if mode == "both" else 1.0
-        spatial, feature = None, None
-        if want_global:
-            g_s = 0.5 * (mt["global"][0] + ms["global"][0])
-            g_c = (0.5 * scale) * (mt["global"][1] + ms["global"][1])
-            spatial, feature = g_s, g_s * g_c
-        if want_local:
-            l_s = 0.5 * (mt["local"][0] + ms["local"][0])
-            l_c = (0.5 * scale) * (mt["local"][1] + ms["local"][1])  # B x C x nh x nw
-            spatial = l_s if spatial is None else 0.5 * (spatial + l_s)
-            feature = _patchwise_product(l_s, l_c, patch_size, out=feature)
-    return spatial, feature
+        weights = []  # (spatial, feature) per part
+        if mode in ("both", "global"):
+            spatial = mean_of_both(global_spatial_mask)
+            weights.append((spatial, spatial * mean_of_both(global_channel_mask)))
+        if mode in ("both", "local"):
+            spatial = mean_of_both(local_spatial_mask, patch_size)
+            weights.append((spatial, spatial * mean_of_both(local_channel_mask, patch_size)))
+        if len(weights) == 1:
+            return weights[0]
+        (g_s, g_f), (l_s, l_f) = weights
+        return 0.5 * (g_s + l_s), 0.5 * (g_f + l_f)
 
 
-# -- ground-truth masks (the DeFeat baseline) ---------------------------------------------------
+# -- ground-truth masks (the DeFeat baseline) -------------------------------------------------
 
 def box_foreground_mask(boxes: list[torch.Tensor], height: int, width: int, stride: float) -> torch.Tensor:
     """B x 1 x H x W bool: the cells of a stride-``stride`` feature map that belong to a ground-truth box.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from .experiments import results_dir
@@ -35,8 +36,16 @@ def run_notebooks(names=(), profile: str = "cpu", workers: int | None = None) ->
     parameters = {"profile": profile} | ({} if workers is None else {"workers": int(workers)})
     outs = []
     for path in notebook_paths(names):
-        out = results_dir(path.stem, profile) / path.name
-        papermill.execute_notebook(str(path), str(out), parameters=parameters, cwd=str(REPO_ROOT),
+        # papermill saves the notebook after every cell: run it beside results/<name>/ and move it in
+        # only when it has finished, so a killed or failed run never leaves a half-executed copy there.
+        # A failed run's copy stays at the partial path, for its traceback.
+        where = results_dir(path.stem, profile, create=False)
+        partial = where.with_name(f".{path.stem}.partial.ipynb")  # papermill wants the .ipynb suffix
+        partial.parent.mkdir(parents=True, exist_ok=True)
+        papermill.execute_notebook(str(path), str(partial), parameters=parameters, cwd=str(REPO_ROOT),
                                    progress_bar=True, kernel_name="python3")
+        where.mkdir(parents=True, exist_ok=True)
+        out = where / path.name
+        os.replace(partial, out)
         outs.append(out)
     return outs

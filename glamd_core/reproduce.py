@@ -8,13 +8,12 @@ tabulates their AP (``benchmarks/cpu_calibration.py``). Runs are cached in ``run
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 import pandas as pd
 
-from .experiments import git_commit, manifest, results_dir
+from .experiments import write_results
 from .profiles import Profile
 from .runs import DATA_DIR, RUNS_DIR, train_detector
 
@@ -30,9 +29,9 @@ def reproduce(profile: str = "cpu", names=(), workers: int | None = None) -> lis
 
 def run_baselines(profile: Profile, kinds=("retinanet", "faster_rcnn"), seeds=None,
                   runs_dir: Path = RUNS_DIR, out_dir: Path | None = None, data_dir: Path = DATA_DIR) -> pd.DataFrame:
-    """Teacher (first seed) and student (every seed) per detector kind; returns one row per run."""
+    """Teacher (first seed) and student (every seed) per detector kind; returns one row per run,
+    also written to ``out_dir`` (default ``results/00_baselines/``)."""
     seeds = tuple(seeds if seeds is not None else profile.seeds)
-    out_dir = Path(out_dir or results_dir("00_baselines", profile.name))
     t0 = time.perf_counter()
     rows = []
     for kind in kinds:
@@ -44,11 +43,7 @@ def run_baselines(profile: Profile, kinds=("retinanet", "faster_rcnn"), seeds=No
                              **{k: round(100 * v, 2) for k, v in r["metrics"].items()},
                              "train_minutes": round(r["train_seconds"] / 60, 2), "run": r["run_dir"]})
     table = pd.DataFrame(rows)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    table.to_csv(out_dir / "table.csv", index=False)
-    header = (f"Profile `{profile.name}`, seeds {list(seeds)}, commit `{git_commit()}`. "
-              "AP columns in percent (COCO AP@[.5:.95], AP50, ... via pycocotools; VOC07 11-point mAP@0.5).\n\n")
-    (out_dir / "table.md").write_text(header + table.to_markdown(index=False) + "\n")
-    (out_dir / "manifest.json").write_text(json.dumps(
-        manifest(profile, seeds, time.perf_counter() - t0, kinds=list(kinds)), indent=2))
+    write_results("00_baselines", profile, seeds, time.perf_counter() - t0, {"table": table},
+                  note="AP columns in percent (COCO AP@[.5:.95], AP50, ... via pycocotools; VOC07 11-point mAP@0.5).",
+                  out_dir=out_dir, kinds=list(kinds))
     return table

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
 import subprocess
 import time
 from contextlib import contextmanager
@@ -22,6 +24,7 @@ from .detectors import build_detector
 from .distill import DistillConfig, Distiller
 from .engine import CHECKPOINT, train
 from .evaluation import evaluate
+from .files import atomic_write_text
 from .profiles import Profile
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -48,6 +51,34 @@ def config_key(config: dict) -> str:
     return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
+def _locked_handle(lock_file: Path, blocking: bool):
+    """An open handle of ``lock_file`` holding its exclusive ``flock``, or None when ``blocking`` is
+    false and another process holds it.
+
+    A lock file can be deleted while we wait for it (``runs clear`` removes a run with its lock):
+    holding a lock on a deleted file would protect nothing, so after locking we check that the path
+    still names the file we locked, and start again if not.
+    """
+    import fcntl
+
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        handle = open(lock_file, "a")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        except BlockingIOError:
+            handle.close()
+            return None
+        try:
+            same = os.stat(lock_file).st_ino == os.fstat(handle.fileno()).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            return handle
+        handle.close()
+        lock_file.parent.mkdir(parents=True, exist_ok=True)
+
+
 @contextmanager
 def exclusive(lock_file: Path):
     """Hold an exclusive lock on ``lock_file`` (created if missing) for the ``with`` block.
@@ -57,19 +88,26 @@ def exclusive(lock_file: Path):
     finished. POSIX ``flock``; where ``fcntl`` does not exist (Windows) there is no lock, so run
     one process at a time there.
     """
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - not POSIX
+    with try_exclusive(lock_file, blocking=True) as held:
+        assert held
         yield
+
+
+@contextmanager
+def try_exclusive(lock_file: Path, blocking: bool = False):
+    """Like :func:`exclusive`, but yields whether the lock was taken instead of waiting for it
+    (``runs clear`` leaves a run alone while another process trains it)."""
+    try:
+        import fcntl  # noqa: F401
+    except ImportError:  # pragma: no cover - not POSIX
+        yield True
         return
-    lock_file = Path(lock_file)
-    lock_file.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_file, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    handle = _locked_handle(Path(lock_file), blocking)
+    try:
+        yield handle is not None
+    finally:
+        if handle is not None:
+            handle.close()  # closing the last descriptor releases the flock
 
 
 def dataset_root(profile: Profile, voc_root: str | Path | None = None, data_dir: Path = DATA_DIR,
@@ -108,15 +146,19 @@ def _run(name: str, config: dict, build, profile: Profile, cfg, root: Path, runs
 
 def _train_and_evaluate(run_dir: Path, config: dict, build, profile: Profile, cfg, root: Path) -> dict:
     done = run_dir / "eval.json"
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.json").write_text(json.dumps(config, indent=2, default=str))
-    train_split, val_split = splits(profile)
-    train_ds = VOCDetection(root, train_split, transforms=train_transforms(), skip_ignored=True)
-    val_ds = VOCDetection(root, val_split, transforms=eval_transforms())
+    try:  # everything that can fail on a bad setting or bad data, before anything is written
+        train_split, val_split = splits(profile)
+        train_ds = VOCDetection(root, train_split, transforms=train_transforms(), skip_ignored=True)
+        val_ds = VOCDetection(root, val_split, transforms=eval_transforms())
+        torch.manual_seed(cfg.seed)  # model initialisation
+        trainable, detector = build(train_ds.num_classes)
+    except BaseException:
+        if not (run_dir / CHECKPOINT).exists():  # leave no unfinished run behind that never started
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+    atomic_write_text(run_dir / "config.json", json.dumps(config, indent=2, default=str))
     # The key covers the configuration, not the code: record which code trained the run.
     code_commit = git_commit()
-    torch.manual_seed(cfg.seed)  # model initialisation
-    trainable, detector = build(train_ds.num_classes)
     t0 = time.perf_counter()
     summary = train(trainable, train_ds, cfg, run_dir)
     metrics = evaluate(detector, val_ds, profile.eval_batch_size, cfg.device, run_dir / "detections_val.json",
@@ -125,9 +167,7 @@ def _train_and_evaluate(run_dir: Path, config: dict, build, profile: Profile, cf
               "metrics": metrics, "train_seconds": _training_seconds(run_dir),
               "wall_seconds_this_call": time.perf_counter() - t0, "final_loss": summary.get("loss"),
               "run_dir": run_dir.name, "threads": torch.get_num_threads(), "code_commit": code_commit}
-    partial = done.with_name("eval.json.partial")  # readers outside the lock never see half a file
-    partial.write_text(json.dumps(result, indent=2))
-    partial.replace(done)
+    atomic_write_text(done, json.dumps(result, indent=2))  # readers outside the lock never see half a file
     return result
 
 
@@ -188,6 +228,7 @@ def train_distilled(kind: str, teacher_backbone: str, student_backbone: str, pro
                     distill: DistillConfig, seed: int = 0, runs_dir: Path = RUNS_DIR,
                     voc_root: str | Path | None = None, data_dir: Path = DATA_DIR, teacher_seed: int | None = None) -> dict:
     """Train (or reuse) the teacher, then a student distilled from it; evaluates the student."""
+    _check_distillable(kind, teacher_backbone, student_backbone, profile, distill)
     teacher_run = train_detector(kind, teacher_backbone, profile, _teacher_seed(profile, teacher_seed), runs_dir,
                                  voc_root, data_dir)
     root = dataset_root(profile, voc_root, data_dir)
@@ -202,6 +243,15 @@ def train_distilled(kind: str, teacher_backbone: str, student_backbone: str, pro
     cfg = profile.with_train(seed=seed).train
     return _run(name, config, build, profile, cfg, root, runs_dir) | {"method": distill.method,
                                                                       "teacher_run": teacher_run["run_dir"]}
+
+
+def _check_distillable(kind: str, teacher_backbone: str, student_backbone: str, profile: Profile,
+                       distill: DistillConfig) -> None:
+    """Build the Distiller once on untrained detectors (about a second): a pair it cannot distil
+    fails now, not after the teacher has trained for minutes."""
+    opts = dict(profile.detector, pretrained=False)
+    Distiller(build_detector(kind, teacher_backbone, 2, **opts), build_detector(kind, student_backbone, 2, **opts),
+              distill)
 
 
 def _training_seconds(run_dir: Path) -> float:

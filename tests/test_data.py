@@ -101,7 +101,8 @@ def test_voc_known_content_clipping_difficult_and_degenerate(tmp_path):
     assert t["boxes"].tolist() == [[0, 0, 10, 20], [29, 4, 40, 25]]
     assert t["labels"].tolist() == [1, 2]
     assert t["ignore"].tolist() == [False, True]
-    _, t_train = VOCDetection(root, "train", classes=["cat", "dog"], skip_ignored=True)[0]
+    with pytest.warns(UserWarning, match="dropped 1 degenerate"):
+        _, t_train = VOCDetection(root, "train", classes=["cat", "dog"], skip_ignored=True)[0]
     assert t_train["labels"].tolist() == [1]
     gt = ds.coco_gt()
     assert [a["iscrowd"] for a in gt.dataset["annotations"]] == [0, 1]

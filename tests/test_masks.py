@@ -1,4 +1,4 @@
-"""Fast masks against slow, obviously-correct loops, in float64."""
+"""Masks against slow, obviously-correct loops, in float64."""
 
 import math
 
@@ -140,7 +140,7 @@ def test_glam_modes():
 
 @pytest.mark.parametrize("shape", [(2, 3, 9, 11), (1, 2, 7, 7), (1, 2, 16, 5)])
 def test_glam_local_weights_match_reference(shape):
-    """The fast path of ``glam`` (patch sums, band-wise products) against the loop references."""
+    """``glam`` against the loop references."""
     t, s = torch.randn(*shape, dtype=torch.float64), torch.randn(*shape, dtype=torch.float64)
     p = 4
     ref_s = (ref_local_spatial(t, p, 0.5) + ref_local_spatial(s, p, 0.5)) / 2

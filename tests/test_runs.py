@@ -1,5 +1,6 @@
 import json
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -84,15 +85,23 @@ def test_reproduce_cli_runs_every_notebook_with_the_profile_parameter(monkeypatc
     from glamd_core.notebooks import NOTEBOOK_DIR
 
     calls = []
-    monkeypatch.setattr(papermill, "execute_notebook",
-                        lambda src, out, parameters, **kw: calls.append((src, out, parameters, kw["cwd"])))
+
+    def fake_execute(src, out, parameters, **kw):
+        calls.append((src, out, parameters, kw["cwd"]))
+        Path(out).write_text("executed")
+
+    monkeypatch.setattr(papermill, "execute_notebook", fake_execute)
     cli(["reproduce", "--profile", "smoke"])
     notebooks = sorted(NOTEBOOK_DIR.glob("[0-9]*.ipynb"))
     assert notebooks and [c[0] for c in calls] == [str(p) for p in notebooks]
+    printed = capsys.readouterr().out
     for (src, out, params, cwd), nb in zip(calls, notebooks):
         assert params == {"profile": "smoke"} and cwd == str(runs.REPO_ROOT)
-        assert out.endswith(f"results/_smoke/{nb.stem}/{nb.name}")  # smoke never overwrites committed results
-    assert capsys.readouterr().out.count("executed") == len(notebooks)
+        # executed beside the results folder, moved in when finished; smoke never touches committed results
+        assert out.endswith(f"results/_smoke/.{nb.stem}.partial.ipynb") and not Path(out).exists()
+        final = runs.RESULTS_DIR / "_smoke" / nb.stem / nb.name
+        assert final.read_text() == "executed" and f"executed {final}" in printed
+    assert printed.count("executed") == len(notebooks)
     calls.clear()
     cli(["reproduce", "--profile", "smoke", "01_voc_small_models", "--workers", "3"])
     assert len(calls) == 1 and calls[0][2] == {"profile": "smoke", "workers": 3}

@@ -7,9 +7,8 @@ from typing import Callable
 from xml.etree import ElementTree as ET
 
 import numpy as np
-from PIL import Image
 
-from .base import DetectionDataset, ImageRecord, check_images_exist, clip_and_filter, warn_dropped
+from .base import DetectionDataset, ImageRecord, validate_records
 
 VOC_CLASSES = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
@@ -55,12 +54,18 @@ def _int(node, tag: str, xml_path: Path) -> float:
         raise ValueError(f"{xml_path}: <{tag}> is not a number: {el.text!r}") from exc
 
 
+def _dim(v: float) -> int | float:
+    return int(v) if v.is_integer() else v
+
+
 class VOCDetection(DetectionDataset):
     """``VOCDetection(root, split)`` reads ``root/ImageSets/Main/{split}.txt`` and its XML files.
 
     Boxes become continuous XYXY pixels: VOC's 1-based inclusive ``xmin..xmax`` covers pixel
     columns ``xmin-1 .. xmax-1``, i.e. ``[xmin-1, xmax)``. ``difficult`` objects are kept and
-    flagged ``ignore``, as the VOC protocol ignores them in evaluation.
+    flagged ``ignore``, as the VOC protocol ignores them in evaluation. Image sizes come from the
+    image files (an XML ``<size>`` that disagrees is overridden, with a warning naming the XML), and
+    boxes are clipped to them; non-finite and degenerate boxes are dropped with a warning naming them.
     """
 
     def __init__(self, root: str | Path, split: str = "train", classes=None,
@@ -75,18 +80,16 @@ class VOCDetection(DetectionDataset):
         names = _classes_for(root, classes)
         index = {n: i + 1 for i, n in enumerate(names)}
         ids = [line.split()[0] for line in split_file.read_text().splitlines() if line.strip()]
-        records, dropped = [], 0
-        for image_id, stem in enumerate(ids):
-            rec, d = self._parse(root, stem, image_id, index)
-            records.append(rec)
-            dropped += d
-        check_images_exist(records, f"VOC {root}")
-        warn_dropped(dropped, f"VOC {root} split {split}")
-        super().__init__(records, names, _supercategories_for(root, names), transforms, skip_ignored,
-                         f"VOC {root} [{split}]")
+        if not ids:
+            raise ValueError(f"VOC split file {split_file} lists no image")
+        records = [self._parse(root, stem, image_id, index) for image_id, stem in enumerate(ids)]
+        source = f"VOC {root} [{split}]"
+        validate_records(records, [f"Annotations/{stem}.xml" for stem in ids], source)
+        super().__init__(records, names, _supercategories_for(root, names), transforms, skip_ignored, source)
 
     @staticmethod
-    def _parse(root: Path, stem: str, image_id: int, index: dict[str, int]) -> tuple[ImageRecord, int]:
+    def _parse(root: Path, stem: str, image_id: int, index: dict[str, int]) -> ImageRecord:
+        """The XML's record, boxes unclipped; size is the XML's ``<size>`` (None if absent)."""
         xml_path = root / "Annotations" / f"{stem}.xml"
         try:
             tree = ET.parse(xml_path).getroot()
@@ -95,14 +98,10 @@ class VOCDetection(DetectionDataset):
         except ET.ParseError as exc:
             raise ValueError(f"cannot parse VOC annotation {xml_path}: {exc}") from exc
         fname = tree.findtext("filename") or f"{stem}.jpg"
-        path = root / "JPEGImages" / fname
         size = tree.find("size")
+        width = height = None
         if size is not None and size.findtext("width"):
-            width, height = int(_int(size, "width", xml_path)), int(_int(size, "height", xml_path))
-        else:
-            if not path.is_file():
-                raise FileNotFoundError(f"image {path} (listed by {xml_path}) missing")
-            width, height = Image.open(path).size
+            width, height = (_dim(_int(size, tag, xml_path)) for tag in ("width", "height"))
         boxes, labels, difficult = [], [], []
         for obj in tree.iter("object"):
             name = (obj.findtext("name") or "").strip()
@@ -115,8 +114,7 @@ class VOCDetection(DetectionDataset):
                           _int(bb, "xmax", xml_path), _int(bb, "ymax", xml_path)])
             labels.append(index[name])
             difficult.append((obj.findtext("difficult") or "0").strip() == "1")
-        box_arr, keep = clip_and_filter(np.asarray(boxes, dtype=np.float32), width, height)
-        rec = ImageRecord(path, image_id, width, height, box_arr[keep],
-                          np.asarray(labels, dtype=np.int64).reshape(-1)[keep],
-                          np.asarray(difficult, dtype=bool).reshape(-1)[keep])
-        return rec, int((~keep).sum())
+        return ImageRecord(root / "JPEGImages" / fname, image_id, width, height,
+                           np.asarray(boxes, dtype=np.float32).reshape(-1, 4),
+                           np.asarray(labels, dtype=np.int64).reshape(-1),
+                           np.asarray(difficult, dtype=bool).reshape(-1))
