@@ -20,8 +20,10 @@ from torchvision.models.detection import FasterRCNN, RetinaNet
 
 from . import losses as L
 from .masks import box_foreground_mask, glam
+from .teacher_cache import TeacherCache, TeacherOutputs, dense_outputs, fingerprint, run_teacher
 
 METHODS = ("none", "global", "local", "glamd", "uniform", "defeat")
+NOT_KEYED = ("teacher_cache",)  # DistillConfig fields that change speed, not results
 _MASK_MODE = {"global": "global", "local": "local", "glamd": "both", "uniform": "uniform"}
 
 
@@ -50,6 +52,9 @@ class DistillConfig:
     defeat_bg_weight: float = 0.8
     defeat_roi_pos_weight: float = 1.0
     defeat_roi_neg_weight: float = 1.0
+    # Read the teacher's outputs from the run cache's teacher-output cache (glamd_core.teacher_cache)
+    # instead of running it. Speed only: results do not depend on it, so it is not part of a run's key.
+    teacher_cache: bool = True
 
     def __post_init__(self):
         """Every setting is checked here, when the config is made: a bad one must fail before a
@@ -68,7 +73,7 @@ class DistillConfig:
             raise ValueError(f"DistillConfig.patch_size must be a positive integer (feature-map cells), "
                              f"got {self.patch_size!r}")
         self.patch_size = int(self.patch_size)  # numpy integers too: run keys are made from plain ints
-        for name in ("distill_rpn", "distill_roi"):
+        for name in ("distill_rpn", "distill_roi", "teacher_cache"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"DistillConfig.{name} must be True or False, got {getattr(self, name)!r}")
 
@@ -88,7 +93,12 @@ def _fpn_channels(model) -> int:
 
 
 class Distiller(nn.Module):
-    def __init__(self, teacher: nn.Module, student: nn.Module, config: DistillConfig = DistillConfig()):
+    """``teacher_cache``: a :class:`~glamd_core.teacher_cache.TeacherCache` built for this very
+    teacher (checked by a fingerprint of its weights); batches it holds skip the teacher's backbone
+    and dense head, the rest run the teacher online."""
+
+    def __init__(self, teacher: nn.Module, student: nn.Module, config: DistillConfig = DistillConfig(),
+                 teacher_cache: TeacherCache | None = None):
         super().__init__()
         if type(teacher) is not type(student) or not isinstance(student, (RetinaNet, FasterRCNN)):
             raise TypeError(f"teacher and student must be the same detector kind (RetinaNet or FasterRCNN), "
@@ -98,7 +108,11 @@ class Distiller(nn.Module):
             raise ValueError("teacher and student must normalise images the same way (image_mean / image_std)")
         if _levels(teacher) != _levels(student):
             raise ValueError("teacher and student must have the same FPN levels")
+        if teacher_cache is not None and teacher_cache.teacher_fingerprint != fingerprint(teacher):
+            raise ValueError(f"the teacher cache {teacher_cache.folder} was built for another teacher "
+                             "(its weights' fingerprint differs); build one for this teacher")
         self.teacher, self.student, self.config = teacher, student, config
+        self.teacher_cache = teacher_cache
         self.two_stage = isinstance(student, FasterRCNN)
         for p in self.teacher.parameters():
             p.requires_grad_(False)
@@ -152,8 +166,8 @@ class Distiller(nn.Module):
         cfg, tap = self.config, self._tap
         image_list = tap["transformed"][0]
         s_feats = list(tap["features"].values())
-        with torch.no_grad():
-            t_feat_dict = self.teacher.backbone(image_list.tensors)
+        self._t = self._teacher_outputs(image_list.tensors)
+        t_feat_dict = self._t.features
         t_feats = list(t_feat_dict.values())
         adapted = [a(f) for a, f in zip(self.adapters, s_feats)]
         if cfg.method == "defeat":
@@ -175,6 +189,16 @@ class Distiller(nn.Module):
                 out["distill_loc"] = cfg.gamma * head["loc"]
         return out
 
+    def _teacher_outputs(self, batch: torch.Tensor) -> TeacherOutputs:
+        cached = self.teacher_cache.lookup(batch) if self.teacher_cache is not None else None
+        return cached if cached is not None else run_teacher(self.teacher, batch, with_dense=False)
+
+    def _teacher_dense(self) -> dict:
+        """The teacher's dense head outputs for this batch (cached, or computed on its FPN maps)."""
+        if self._t.dense is None:
+            self._t.dense = dense_outputs(self.teacher, self._t.features)
+        return self._t.dense
+
     @staticmethod
     def _per_anchor(masks, num_anchors: int) -> torch.Tensor:
         """Spatial masks (B x 1 x H x W per level) -> B x sum(H*W*A), torchvision's anchor order."""
@@ -186,8 +210,7 @@ class Distiller(nn.Module):
 
     def _retina_head_losses(self, t_feats, spatial) -> dict[str, torch.Tensor]:
         s_out = self._tap["head"]
-        with torch.no_grad():
-            t_out = self.teacher.head(t_feats)
+        t_out = self._teacher_dense()
         num_anchors = self.student.anchor_generator.num_anchors_per_location()[0]
         weight = self._per_anchor(spatial, num_anchors)
         anchors = self._tap["anchors"]
@@ -212,8 +235,8 @@ class Distiller(nn.Module):
         cls, loc = zero, zero
         if cfg.distill_rpn:
             s_obj, s_box = self._flatten_rpn(*tap["rpn"])
-            with torch.no_grad():
-                t_obj, t_box = self._flatten_rpn(*self.teacher.rpn.head(list(t_feat_dict.values())))
+            dense = self._teacher_dense()
+            t_obj, t_box = self._flatten_rpn(dense["objectness"], dense["deltas"])
             weight = self._per_anchor(spatial, self.student.rpn.anchor_generator.num_anchors_per_location()[0])
             anchors = tap["anchors"]
             coder = self.student.rpn.box_coder

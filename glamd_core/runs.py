@@ -21,11 +21,12 @@ import torch
 
 from .data import VOCDetection, ensure_dataset, eval_transforms, train_transforms
 from .detectors import build_detector
-from .distill import DistillConfig, Distiller
+from .distill import NOT_KEYED, DistillConfig, Distiller
 from .engine import CHECKPOINT, train
 from .evaluation import evaluate
 from .files import atomic_write_text
 from .profiles import Profile
+from .teacher_cache import MARKER as CACHE_MARKER, TeacherCache, build_teacher_cache, fingerprint
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = REPO_ROOT / "data"
@@ -167,6 +168,9 @@ def _train_and_evaluate(run_dir: Path, config: dict, build, profile: Profile, cf
               "metrics": metrics, "train_seconds": _training_seconds(run_dir),
               "wall_seconds_this_call": time.perf_counter() - t0, "final_loss": summary.get("loss"),
               "run_dir": run_dir.name, "threads": torch.get_num_threads(), "code_commit": code_commit}
+    cache = getattr(trainable, "teacher_cache", None)
+    if cache is not None:  # batches served from the teacher-output cache / run online, in this call
+        result["teacher_cache_batches"] = {"cached": cache.hits, "online": cache.misses}
     atomic_write_text(done, json.dumps(result, indent=2))  # readers outside the lock never see half a file
     return result
 
@@ -198,8 +202,9 @@ def _detector_run(kind: str, backbone: str, profile: Profile, seed: int, root: P
 
 def _distilled_run(kind: str, student_backbone: str, profile: Profile, distill: DistillConfig, seed: int,
                    root: Path, teacher_run_dir: str) -> tuple[str, dict]:
+    keyed = {k: v for k, v in asdict(distill).items() if k not in NOT_KEYED}
     config = {"what": "distilled", "kind": kind, "backbone": student_backbone, "teacher_run": teacher_run_dir,
-              "distill": asdict(distill)} | _keyed_settings(profile, seed, root)
+              "distill": keyed} | _keyed_settings(profile, seed, root)
     return f"{kind}-{student_backbone}-{distill.method}-s{seed}", config
 
 
@@ -234,15 +239,50 @@ def train_distilled(kind: str, teacher_backbone: str, student_backbone: str, pro
     root = dataset_root(profile, voc_root, data_dir)
     name, config = _distilled_run(kind, student_backbone, profile, distill, seed, root, teacher_run["run_dir"])
 
+    teacher_dir = Path(runs_dir) / teacher_run["run_dir"]
+
     def build(num_classes):
         teacher = build_detector(kind, teacher_backbone, num_classes, **profile.detector,
-                                 checkpoint=Path(runs_dir) / teacher_run["run_dir"] / CHECKPOINT)
+                                 checkpoint=teacher_dir / CHECKPOINT)
         student = build_detector(kind, student_backbone, num_classes, **profile.detector)
-        return Distiller(teacher, student, distill), student
+        cache = None
+        if distill.teacher_cache and distill.method != "none":
+            cache = teacher_cache_of(teacher, teacher_dir, root, splits(profile)[0], profile)
+        return Distiller(teacher, student, distill, cache), student
 
     cfg = profile.with_train(seed=seed).train
     return _run(name, config, build, profile, cfg, root, runs_dir) | {"method": distill.method,
                                                                       "teacher_run": teacher_run["run_dir"]}
+
+
+class _TrainingImages:
+    """A split's images as the training transform makes them before its random flip (float, [0, 1])."""
+
+    def __init__(self, root: Path, split: str):
+        self.dataset = VOCDetection(root, split, transforms=eval_transforms())
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, i):
+        return self.dataset[i][0].as_subclass(torch.Tensor)
+
+
+def teacher_cache_of(teacher, teacher_dir: Path, root: Path, split: str, profile: Profile) -> TeacherCache:
+    """The teacher-output cache of a trained teacher for one training split, built on first use
+    (once, under a lock, however many distilled runs ask at once) in ``<teacher run>/teacher_cache/``."""
+    t = teacher.transform
+    transform = {"min_size": t.min_size, "max_size": t.max_size, "size_divisible": t.size_divisible,
+                 "mean": t.image_mean, "std": t.image_std, "fixed_size": t.fixed_size}
+    name = f"{split}-{config_key({'data': _data_name(root), 'split': split, 'transform': transform})}"
+    folder = teacher_dir / "teacher_cache" / f"{name}-{fingerprint(teacher)}"
+    with exclusive(folder.parent / f".{folder.name}.lock"):
+        if (folder / CACHE_MARKER).is_file():
+            return TeacherCache(folder)
+        cache = build_teacher_cache(teacher, _TrainingImages(root, split), folder, profile.train.batch_size,
+                                    progress=profile.train.progress)
+    print(f"teacher cache built: {cache.entries} entries (images x 2 flips), {cache.bytes / 2**20:.0f} MB in {folder}")
+    return cache
 
 
 def _check_distillable(kind: str, teacher_backbone: str, student_backbone: str, profile: Profile,
