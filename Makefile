@@ -11,7 +11,7 @@ $(VENV)/.installed: pyproject.toml
 	$(VENV)/bin/pip install --quiet -e '.[notebooks,test]'
 	touch $@
 
-.PHONY: install reproduce test
+.PHONY: install reproduce test bench
 install: $(VENV)/.installed
 
 reproduce: $(VENV)/.installed
@@ -19,3 +19,6 @@ reproduce: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(PY) -m pytest
+
+bench: $(VENV)/.installed
+	$(PY) -m benchmarks

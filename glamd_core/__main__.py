@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import asdict
+from dataclasses import asdict, fields
 
 from .detectors import KINDS
 from .distill import METHODS, DistillConfig
@@ -30,11 +30,13 @@ def main(argv: list[str] | None = None) -> None:
     tr.add_argument("--student", default=None, help="timm name; default: the profile's student")
     tr.add_argument("--teacher", default=None, help="timm name; default: the profile's teacher")
     tr.add_argument("--seed", type=int, default=0)
-    for name, default in asdict(DistillConfig()).items():
-        if name != "method":
-            kind = type(default)
-            tr.add_argument(f"--{name.replace('_', '-')}", type=_parse_bool if kind is bool else kind,
-                            default=default, metavar=kind.__name__.upper(), help=f"distillation setting (default {default})")
+    for f in fields(DistillConfig):
+        if f.name != "method":
+            kind = _FIELD_TYPES[str(f.type).split(" | ")[0]]
+            shown = "the loss form's" if f.default is None else f.default
+            tr.add_argument(f"--{f.name.replace('_', '-')}", type=_parse_bool if kind is bool else kind,
+                            default=f.default, metavar=kind.__name__.upper(),
+                            help=f"distillation setting (default {shown})")
     tr.add_argument("--voc-root", default=None, help="real VOC2007 root for the paper profile")
     rs = sub.add_parser("runs", help="list or clear cached runs in runs/")
     rs.add_argument("action", choices=["list", "clear"])
@@ -72,6 +74,9 @@ def main(argv: list[str] | None = None) -> None:
         except ValueError as error:
             p.error(str(error))
         print(json.dumps(run(exp, voc_root=a.voc_root), indent=2))
+
+
+_FIELD_TYPES = {"str": str, "float": float, "int": int, "bool": bool}
 
 
 def _positive_int(text: str) -> int:

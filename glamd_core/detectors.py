@@ -26,6 +26,7 @@ from torchvision.ops.feature_pyramid_network import LastLevelMaxPool, LastLevelP
 from .files import read_checkpoint
 
 KINDS = ("retinanet", "faster_rcnn")
+TWO_STAGE_KINDS = ("faster_rcnn",)  # an RPN and RoI heads (distillation terms differ by stage count)
 
 
 @dataclass
@@ -191,4 +192,4 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-__all__ = ["DetectorOptions", "KINDS", "TimmFPN", "build_detector", "count_parameters", "load_weights"]
+__all__ = ["DetectorOptions", "KINDS", "TWO_STAGE_KINDS", "TimmFPN", "build_detector", "count_parameters", "load_weights"]

@@ -53,6 +53,10 @@ class TrainConfig:
     device: str = "cpu"
     amp: bool = False  # CUDA only: float16 autocast + GradScaler
     log_every: int = 20
+    # Every this many iterations of an epoch (and at its first), log the gradient norm that the
+    # detection loss and each distillation term put on the student's backbone + FPN: the loss
+    # balance, visible. One extra backward pass per term at those iterations; None: off.
+    grad_norm_every: int | None = 50
     progress: bool = True
 
     def __post_init__(self):
@@ -62,6 +66,9 @@ class TrainConfig:
             raise ValueError(f"schedule must be 'cosine', 'step' or 'constant', got {self.schedule!r}")
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError("epochs and batch_size must be >= 1")
+        if self.grad_norm_every is not None and (isinstance(self.grad_norm_every, bool)
+                                                 or not isinstance(self.grad_norm_every, int) or self.grad_norm_every < 1):
+            raise ValueError(f"grad_norm_every must be a positive integer or None, got {self.grad_norm_every!r}")
 
 
 def seed_everything(seed: int) -> None:
@@ -184,6 +191,8 @@ def train(model: nn.Module, dataset: Dataset, cfg: TrainConfig, out_dir: str | P
                             num_workers=cfg.num_workers, pin_memory=device.type == "cuda")
         model.train()
         sums: dict[str, float] = {}
+        norm_sums: dict[str, float] = {}
+        probes = 0
         t0 = time.perf_counter()
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not cfg.progress or rank != 0,
                    leave=False)
@@ -196,6 +205,8 @@ def train(model: nn.Module, dataset: Dataset, cfg: TrainConfig, out_dir: str | P
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"non-finite loss at epoch {epoch}, iteration {i}: "
                                          f"{ {k: float(v) for k, v in losses.items()} }; lower the LR?")
+            probe = world == 1 and cfg.grad_norm_every and i % cfg.grad_norm_every == 0
+            norms = loss_gradient_norms(weighted, _probe_parameters(model)) if probe else {}
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             if cfg.clip_grad_norm:
@@ -207,13 +218,17 @@ def train(model: nn.Module, dataset: Dataset, cfg: TrainConfig, out_dir: str | P
             values = {k: float(v.detach()) for k, v in losses.items()} | {"loss": float(loss.detach())}
             for k, v in values.items():
                 sums[k] = sums.get(k, 0.0) + v
-            if log and (i % cfg.log_every == 0 or i == iters_per_epoch - 1):
+            for k, v in norms.items():
+                norm_sums[k] = norm_sums.get(k, 0.0) + v
+            probes += bool(norms)
+            if log and (i % cfg.log_every == 0 or i == iters_per_epoch - 1 or norms):
                 bar.set_postfix(loss=f"{values['loss']:.3f}")
                 log.write(json.dumps({"epoch": epoch, "iter": epoch * iters_per_epoch + i,
-                                      "lr": optimizer.param_groups[0]["lr"], **values}) + "\n")
+                                      "lr": optimizer.param_groups[0]["lr"], **values, **norms}) + "\n")
                 log.flush()
         n = max(1, i + 1)
         summary = {"epoch": epoch, **{k: v / n for k, v in sums.items()},
+                   **{k: v / probes for k, v in norm_sums.items()},
                    "lr": optimizer.param_groups[0]["lr"], "epoch_seconds": time.perf_counter() - t0}
         if on_epoch_end is not None:
             summary |= on_epoch_end(epoch, unwrap(model)) or {}
@@ -229,6 +244,27 @@ def train(model: nn.Module, dataset: Dataset, cfg: TrainConfig, out_dir: str | P
     if log:
         log.close()
     return summary
+
+
+def _probe_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """The student's backbone + FPN (torchvision detectors keep both in ``.backbone``)."""
+    detector = getattr(model, "student", model)
+    return [p for p in detector.backbone.parameters() if p.requires_grad]
+
+
+def loss_gradient_norms(losses: dict[str, torch.Tensor], params: list[nn.Parameter]) -> dict[str, float]:
+    """L2 norm of the gradient on ``params`` of the detection loss (every term not named
+    ``distill_*``) and of each distillation term, without touching ``.grad``."""
+    groups = {"detection": sum(v for k, v in losses.items() if not k.startswith("distill_"))}
+    groups |= {k: v for k, v in losses.items() if k.startswith("distill_")}
+    norms = {}
+    for name, term in groups.items():
+        if not torch.is_tensor(term) or not term.requires_grad:
+            continue
+        grads = torch.autograd.grad(term, params, retain_graph=True, allow_unused=True)
+        squares = [(g.detach().float() ** 2).sum() for g in grads if g is not None]
+        norms[f"grad_norm_{name}"] = float(torch.stack(squares).sum().sqrt()) if squares else 0.0
+    return norms
 
 
 def _drop_logs_after(out_dir: Path, start_epoch: int) -> None:

@@ -38,7 +38,7 @@ class Experiment:
     student: str | None = None  # default: the profile's student backbone
     teacher: str | None = None  # default: the profile's teacher backbone
     distill: DistillConfig = field(default_factory=DistillConfig)  # alpha, beta, gamma, patch size, ...
-    epochs: int | None = None  # default: the profile's schedule; also the teacher's, for a distilled run
+    epochs: int | None = None  # default: the profile's schedules; else students' and teachers' epochs
 
     def __post_init__(self):  # fail before any training starts, naming the choices
         if self.kind not in KINDS:
@@ -50,8 +50,10 @@ class Experiment:
         get_profile(self.profile)
 
     def resolved_profile(self) -> Profile:
+        """The profile this experiment's run is trained with (a teacher's: its teacher schedule)."""
         profile = get_profile(self.profile)
-        return profile if self.epochs is None else profile.with_train(epochs=int(self.epochs))
+        profile = profile if self.epochs is None else profile.with_epochs(int(self.epochs))
+        return profile.for_teacher() if self.method == "teacher" else profile
 
     @property
     def student_backbone(self) -> str:
@@ -185,12 +187,16 @@ def run_all(experiments: list[Experiment], workers: int | None = None, **kw) -> 
     return results
 
 
-def results_frame(results: list[dict]) -> pd.DataFrame:
-    """One row per run, AP metrics in percent."""
+def results_frame(results: list[dict], split: str = "test") -> pd.DataFrame:
+    """One row per run, AP metrics in percent on ``split`` (``test``, the held-out split every table
+    reports; ``val`` to choose settings)."""
     rows = []
     for r in results:
-        rows.append({"kind": r["kind"], "method": r["method"], "seed": r["seed"],
-                     **{k: 100 * v for k, v in r["metrics"].items()},
+        if split not in r["metrics"]:
+            raise ValueError(f"run {r['run_dir']} was not evaluated on {split!r} (it has {sorted(r['metrics'])}); "
+                             "runs made before the test split existed must be retrained")
+        rows.append({"kind": r["kind"], "method": r["method"], "seed": r["seed"], "split": split,
+                     **{k: 100 * v for k, v in r["metrics"][split].items()},
                      "train_minutes": r["train_seconds"] / 60, "run": r["run_dir"],
                      # runs cached before this field existed do not know their code's commit
                      "code_commit": r.get("code_commit", "unrecorded")})

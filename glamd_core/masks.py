@@ -93,72 +93,64 @@ def local_channel_mask(feat: torch.Tensor, patch_size: int = 7, temperature: flo
     return _from_patches(per_patch.unsqueeze(-1).expand(*per_patch.shape, patch_size ** 2), h, w, patch_size)
 
 
-def glam(teacher: torch.Tensor, student: torch.Tensor, mode: MaskMode = "both", patch_size: int = 7,
-         temperature: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
-    """Weights for the distillation losses: ``(spatial, feature)``, detached.
+def patch_sums(x: torch.Tensor, patch_size: int) -> torch.Tensor:
+    """B x K x H x W -> B x K x nh x nw: the sum over each patch's real cells."""
+    cells, _ = _to_patches(x, patch_size)  # padded cells are zeros
+    return cells.sum(dim=-1)
 
-    * ``spatial`` (B x 1 x H x W) weights per-location head losses;
-    * ``feature`` (broadcastable to B x C x H x W) weights the feature imitation loss:
-      the product of the spatial and channel masks.
 
-    Each mask is the mean of the teacher's and the student's (Zhang & Ma). ``mode``: ``global`` --
-    Zhang & Ma's masks; ``local`` -- patch-wise masks; ``both`` (GLAMD) -- the mean of the global and
-    the local weights, i.e. the global-mask loss and the patch-wise loss averaged; ``uniform`` -- all
-    ones (the "w/o GLAM" rows of the paper's Table 4). ``student`` must already have the teacher's
-    channel count (adapted features).
+def attention_masks(teacher: torch.Tensor, student: torch.Tensor, mode: MaskMode = "both", patch_size: int = 7,
+                    temperature: float = 0.5, channel: bool = True, merge_equal_parts: bool = True) -> dict[str, tuple]:
+    """The masks of each part of ``mode``, detached: ``{"global": (spatial, channel), "local": ...}``.
+
+    Each mask is the mean of the teacher's and the student's (Zhang & Ma). Spatial masks are
+    B x 1 x H x W; channel masks B x C x 1 x 1 (global) or B x C x H x W (local), or None when
+    ``channel`` is false (the reference two-stage form uses spatial masks only). ``uniform`` gives
+    one part of ones. A patch as large as the map makes the local part the global one: it is then
+    returned once, unless ``merge_equal_parts`` is false (the reference form computes both).
     """
     if mode not in MASK_MODES:
         raise ValueError(f"mask mode must be one of {MASK_MODES}, got {mode!r}")
-    if teacher.shape != student.shape:
+    if channel and teacher.shape != student.shape:
         raise ValueError(f"teacher {tuple(teacher.shape)} and student {tuple(student.shape)} features must "
-                         "have the same shape (adapt the student's channels first)")
+                         "have the same shape for channel masks (adapt the student's channels first)")
     _check_patch(patch_size)
     b, c, h, w = teacher.shape
     if mode == "uniform":
-        ones = teacher.new_ones(b, 1, h, w)
-        return ones, ones
-    if mode in ("both", "local") and patch_size >= max(h, w):
+        return {"uniform": (teacher.new_ones(b, 1, h, w), teacher.new_ones(b, 1, 1, 1) if channel else None)}
+    if mode in ("both", "local") and patch_size >= max(h, w) and merge_equal_parts:
         mode = "global"  # one patch covering the map: the local mask *is* the global one (P6/P7 here)
 
     def mean_of_both(mask, *args):
         return 0.5 * (mask(teacher, *args, temperature) + mask(student, *args, temperature))
 
+    parts = {}
     with torch.no_grad():
-        weights = []  # (spatial, feature) per part
         if mode in ("both", "global"):
-            spatial = mean_of_both(global_spatial_mask)
-            weights.append((spatial, spatial * mean_of_both(global_channel_mask)))
+            parts["global"] = (mean_of_both(global_spatial_mask), mean_of_both(global_channel_mask) if channel else None)
         if mode in ("both", "local"):
-            spatial = mean_of_both(local_spatial_mask, patch_size)
-            weights.append((spatial, spatial * mean_of_both(local_channel_mask, patch_size)))
-        if len(weights) == 1:
-            return weights[0]
-        (g_s, g_f), (l_s, l_f) = weights
-        return 0.5 * (g_s + l_s), 0.5 * (g_f + l_f)
+            parts["local"] = (mean_of_both(local_spatial_mask, patch_size),
+                              mean_of_both(local_channel_mask, patch_size) if channel else None)
+    return parts
 
 
-# -- ground-truth masks (the DeFeat baseline) -------------------------------------------------
+def feature_weight(spatial: torch.Tensor, channel: torch.Tensor | None) -> torch.Tensor:
+    return spatial if channel is None else spatial * channel
 
-def box_foreground_mask(boxes: list[torch.Tensor], height: int, width: int, stride: float) -> torch.Tensor:
-    """B x 1 x H x W bool: the cells of a stride-``stride`` feature map that belong to a ground-truth box.
 
-    A cell is foreground when its centre ``((x + 0.5) * stride, (y + 0.5) * stride)`` lies inside a
-    box (XYXY, image pixels), and every box also marks the cell that holds its own centre, so a box
-    too small to contain any cell centre -- small objects at coarse levels -- is never dropped. DeFeat's paper only says "GT boxes projected onto the feature map";
-    this is our reading of it.
+def glam(teacher: torch.Tensor, student: torch.Tensor, mode: MaskMode = "both", patch_size: int = 7,
+         temperature: float = 0.5, channel: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weights for the normalised distillation losses: ``(spatial, feature)``, detached.
+
+    * ``spatial`` (B x 1 x H x W) weights per-location head losses;
+    * ``feature`` (broadcastable to B x C x H x W) weights the feature imitation loss:
+      the product of the spatial and channel masks.
+
+    ``mode``: ``global`` -- Zhang & Ma's masks; ``local`` -- patch-wise masks; ``both`` (GLAMD) --
+    the mean of the global and the local weights, i.e. the global-mask loss and the patch-wise loss
+    averaged; ``uniform`` -- all ones (the "w/o GLAM" rows of the paper's Table 4).
     """
-    device = boxes[0].device if boxes else torch.device("cpu")
-    cy = (torch.arange(height, device=device, dtype=torch.float32) + 0.5) * stride
-    cx = (torch.arange(width, device=device, dtype=torch.float32) + 0.5) * stride
-    out = torch.zeros(len(boxes), 1, height, width, dtype=torch.bool, device=device)
-    for i, b in enumerate(boxes):
-        if len(b) == 0:
-            continue
-        b = b.float()
-        inside_y = (cy[None, :] >= b[:, 1:2]) & (cy[None, :] <= b[:, 3:4])  # N x H
-        inside_x = (cx[None, :] >= b[:, 0:1]) & (cx[None, :] <= b[:, 2:3])  # N x W
-        out[i, 0] = (inside_y[:, :, None] & inside_x[:, None, :]).any(dim=0)
-        centre_y = ((b[:, 1] + b[:, 3]) / 2 / stride).floor().long().clamp(0, height - 1)
-        centre_x = ((b[:, 0] + b[:, 2]) / 2 / stride).floor().long().clamp(0, width - 1)
-        out[i, 0, centre_y, centre_x] = True
-    return out
+    parts = attention_masks(teacher, student, mode, patch_size, temperature, channel)
+    spatial = [s for s, _ in parts.values()]
+    feature = [feature_weight(s, c) for s, c in parts.values()]
+    return sum(spatial) / len(spatial), sum(feature) / len(feature)

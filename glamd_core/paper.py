@@ -1,7 +1,7 @@
 """The paper's reported numbers (supplementary material), as *reference values* only.
 
 They are shown next to our measurements, always labelled as the paper's; nothing we report is
-derived from them. COCO/VOC AP in percent, from ../shared/paper/glamd_supplementary.txt.
+derived from them. COCO/VOC AP in percent, transcribed from the paper's supplementary material.
 """
 
 # Table 1: Pascal VOC, teacher ResNet34, student ResNet18.

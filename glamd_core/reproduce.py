@@ -38,9 +38,11 @@ def run_baselines(profile: Profile, kinds=("retinanet", "faster_rcnn"), seeds=No
         for role, backbone, role_seeds in (("teacher", profile.teacher_backbone, seeds[:1]),
                                            ("student", profile.student_backbone, seeds)):
             for seed in role_seeds:
-                r = train_detector(kind, backbone, profile, seed, runs_dir, data_dir=data_dir)
+                r = train_detector(kind, backbone, profile.for_teacher() if role == "teacher" else profile, seed,
+                                   runs_dir, data_dir=data_dir)
                 rows.append({"kind": kind, "role": role, "backbone": backbone, "seed": seed,
-                             **{k: round(100 * v, 2) for k, v in r["metrics"].items()},
+                             **{f"{k} {role}": round(100 * v, 2) for role in ("val", "test")
+                                for k, v in r["metrics"].get(role, {}).items()},
                              "train_minutes": round(r["train_seconds"] / 60, 2), "run": r["run_dir"]})
     table = pd.DataFrame(rows)
     write_results("00_baselines", profile, seeds, time.perf_counter() - t0, {"table": table},

@@ -1,7 +1,7 @@
 """One detector training run = config -> run directory keyed by the config's hash.
 
 A run's directory holds ``config.json``, the training checkpoint and logs (see ``engine``), the
-validation detections and ``eval.json``. Asking for the same config again reuses the finished
+detections on the val and test splits and ``eval.json`` (``metrics`` per split). Asking for the same config again reuses the finished
 run (or resumes an interrupted one); any change of setting gives a new key.
 """
 
@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from .data import VOCDetection, ensure_dataset, eval_transforms, train_transforms
-from .detectors import build_detector
+from .detectors import TWO_STAGE_KINDS, build_detector
 from .distill import NOT_KEYED, DistillConfig, Distiller
 from .engine import CHECKPOINT, train
 from .evaluation import evaluate
@@ -125,8 +125,17 @@ def dataset_root(profile: Profile, voc_root: str | Path | None = None, data_dir:
         return ensure_dataset(root, spec, progress=profile.train.progress)
 
 
-def splits(profile: Profile) -> tuple[str, str]:
-    return ("train", "val") if profile.data is not None else ("trainval", "test")
+def splits(profile: Profile) -> dict[str, str]:
+    """The dataset split for each role: ``train``; ``val``, on which settings are chosen; ``test``,
+    held out, which every table reports. Real VOC2007 has no labelled split besides trainval and
+    test, so the ``paper`` profile has no ``val`` (its settings come from the ``cpu`` calibration)."""
+    if profile.data is not None:
+        return {"train": "train", "val": "val"} | ({"test": "test"} if profile.data.num_test else {})
+    return {"train": "trainval", "test": "test"}
+
+
+def evaluation_splits(profile: Profile) -> list[str]:
+    return [role for role in ("val", "test") if role in splits(profile)]
 
 
 def _data_name(root: Path) -> str:
@@ -148,9 +157,10 @@ def _run(name: str, config: dict, build, profile: Profile, cfg, root: Path, runs
 def _train_and_evaluate(run_dir: Path, config: dict, build, profile: Profile, cfg, root: Path) -> dict:
     done = run_dir / "eval.json"
     try:  # everything that can fail on a bad setting or bad data, before anything is written
-        train_split, val_split = splits(profile)
-        train_ds = VOCDetection(root, train_split, transforms=train_transforms(), skip_ignored=True)
-        val_ds = VOCDetection(root, val_split, transforms=eval_transforms())
+        names = splits(profile)
+        train_ds = VOCDetection(root, names["train"], transforms=train_transforms(), skip_ignored=True)
+        eval_sets = {role: VOCDetection(root, names[role], transforms=eval_transforms())
+                     for role in evaluation_splits(profile)}
         torch.manual_seed(cfg.seed)  # model initialisation
         trainable, detector = build(train_ds.num_classes)
     except BaseException:
@@ -162,8 +172,9 @@ def _train_and_evaluate(run_dir: Path, config: dict, build, profile: Profile, cf
     code_commit = git_commit()
     t0 = time.perf_counter()
     summary = train(trainable, train_ds, cfg, run_dir)
-    metrics = evaluate(detector, val_ds, profile.eval_batch_size, cfg.device, run_dir / "detections_val.json",
-                       progress=cfg.progress)
+    metrics = {role: evaluate(detector, ds, profile.eval_batch_size, cfg.device, run_dir / f"detections_{role}.json",
+                              progress=cfg.progress)
+               for role, ds in eval_sets.items()}
     result = {"kind": config["kind"], "backbone": config["backbone"], "seed": cfg.seed, "profile": profile.name,
               "metrics": metrics, "train_seconds": _training_seconds(run_dir),
               "wall_seconds_this_call": time.perf_counter() - t0, "final_loss": summary.get("loss"),
@@ -189,9 +200,11 @@ def train_detector(kind: str, backbone: str, profile: Profile, seed: int = 0, ru
 
 
 def _keyed_settings(profile: Profile, seed: int, root: Path) -> dict:
-    """What every run's key covers besides its own fields (the seed through "train"; progress bars not)."""
+    """What every run's key covers besides its own fields (the seed through "train"; not what leaves
+    training unchanged: progress bars, gradient-norm logging)."""
     cfg = profile.with_train(seed=seed).train
-    return {"detector": profile.detector, "train": asdict(cfg) | {"progress": None}, "data": _data_name(root)}
+    return {"detector": profile.detector, "train": asdict(cfg) | {"progress": None, "grad_norm_every": None},
+            "data": _data_name(root)}
 
 
 def _detector_run(kind: str, backbone: str, profile: Profile, seed: int, root: Path) -> tuple[str, dict]:
@@ -202,7 +215,9 @@ def _detector_run(kind: str, backbone: str, profile: Profile, seed: int, root: P
 
 def _distilled_run(kind: str, student_backbone: str, profile: Profile, distill: DistillConfig, seed: int,
                    root: Path, teacher_run_dir: str) -> tuple[str, dict]:
-    keyed = {k: v for k, v in asdict(distill).items() if k not in NOT_KEYED}
+    # Keyed by the resolved settings: DistillConfig() and the same values spelled out are one run.
+    resolved = distill.resolved(two_stage=kind in TWO_STAGE_KINDS)
+    keyed = {k: v for k, v in asdict(resolved).items() if k not in NOT_KEYED}
     config = {"what": "distilled", "kind": kind, "backbone": student_backbone, "teacher_run": teacher_run_dir,
               "distill": keyed} | _keyed_settings(profile, seed, root)
     return f"{kind}-{student_backbone}-{distill.method}-s{seed}", config
@@ -223,8 +238,8 @@ def run_dir_of(kind: str, backbone: str, profile: Profile, seed: int = 0, runs_d
     if distill is None:
         name, config = _detector_run(kind, backbone, profile, seed, root)
     else:
-        teacher = run_dir_of(kind, teacher_backbone, profile, _teacher_seed(profile, teacher_seed), runs_dir,
-                             voc_root, data_dir)
+        teacher = run_dir_of(kind, teacher_backbone, profile.for_teacher(), _teacher_seed(profile, teacher_seed),
+                             runs_dir, voc_root, data_dir)
         name, config = _distilled_run(kind, backbone, profile, distill, seed, root, teacher.name)
     return Path(runs_dir) / f"{name}-{config_key(config)}"
 
@@ -234,8 +249,8 @@ def train_distilled(kind: str, teacher_backbone: str, student_backbone: str, pro
                     voc_root: str | Path | None = None, data_dir: Path = DATA_DIR, teacher_seed: int | None = None) -> dict:
     """Train (or reuse) the teacher, then a student distilled from it; evaluates the student."""
     _check_distillable(kind, teacher_backbone, student_backbone, profile, distill)
-    teacher_run = train_detector(kind, teacher_backbone, profile, _teacher_seed(profile, teacher_seed), runs_dir,
-                                 voc_root, data_dir)
+    teacher_run = train_detector(kind, teacher_backbone, profile.for_teacher(), _teacher_seed(profile, teacher_seed),
+                                 runs_dir, voc_root, data_dir)
     root = dataset_root(profile, voc_root, data_dir)
     name, config = _distilled_run(kind, student_backbone, profile, distill, seed, root, teacher_run["run_dir"])
 
@@ -247,7 +262,7 @@ def train_distilled(kind: str, teacher_backbone: str, student_backbone: str, pro
         student = build_detector(kind, student_backbone, num_classes, **profile.detector)
         cache = None
         if distill.teacher_cache and distill.method != "none":
-            cache = teacher_cache_of(teacher, teacher_dir, root, splits(profile)[0], profile)
+            cache = teacher_cache_of(teacher, teacher_dir, root, splits(profile)["train"], profile)
         return Distiller(teacher, student, distill, cache), student
 
     cfg = profile.with_train(seed=seed).train

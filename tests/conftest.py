@@ -3,7 +3,7 @@ import torch
 
 from glamd_core.data import SyntheticSpec, generate
 
-TINY = SyntheticSpec(num_train=12, num_val=4, image_size=64, seed=3)
+TINY = SyntheticSpec(num_train=12, num_val=4, num_test=3, image_size=64, seed=3)
 
 
 @pytest.fixture(scope="session")

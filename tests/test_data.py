@@ -17,10 +17,10 @@ def _voc_coco(root, split):
             COCODetection(root / "JPEGImages", root / "annotations" / f"instances_{split}.json"))
 
 
-@pytest.mark.parametrize("split", ["train", "val"])
+@pytest.mark.parametrize("split", ["train", "val", "test"])
 def test_round_trip_voc_and_coco_give_the_generators_boxes(synthetic_root, split):
     voc, coco = _voc_coco(synthetic_root, split)
-    assert len(voc) == len(coco) == {"train": TINY.num_train, "val": TINY.num_val}[split]
+    assert len(voc) == len(coco) == {"train": TINY.num_train, "val": TINY.num_val, "test": TINY.num_test}[split]
     assert voc.classes == coco.classes == list(CLASSES)
     for i in range(len(voc)):
         _, objects = render_image(TINY, split, i)
@@ -32,6 +32,17 @@ def test_round_trip_voc_and_coco_give_the_generators_boxes(synthetic_root, split
         for t in (tv, tc):
             assert torch.equal(t["boxes"].as_subclass(torch.Tensor), expected)
             assert torch.equal(t["labels"], labels)
+
+
+def test_splits_share_no_image(synthetic_root):
+    """Each image is drawn from a generator seeded by (seed, split, index): the held-out test split
+    is new images, not copies of train or val ones."""
+    pixels = {}
+    for split in ("train", "val", "test"):
+        for rec in VOCDetection(synthetic_root, split).records:
+            pixels.setdefault(rec.path.read_bytes(), []).append(rec.path.name)
+    assert all(len(names) == 1 for names in pixels.values())
+    assert len(pixels) == TINY.num_train + TINY.num_val + TINY.num_test
 
 
 def test_same_arguments_give_identical_annotations(tmp_path):

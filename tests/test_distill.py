@@ -153,12 +153,12 @@ def test_defeat_splits_foreground_from_background_and_positive_from_negative_roi
     # reference: positive RoIs = IoU >= 0.5 with some ground-truth box (the box head's fg threshold)
     d = kept[0]
     with torch.no_grad():
-        proposals, _, t_logits, _ = d._teacher_on_student_rois(d.teacher.backbone(d._tap["transformed"][0].tensors))
-    gts = [t["boxes"] for t in d._tap["transformed"][1]]
+        proposals, _, (s_logits, _), (t_logits, _) = d.teacher_on_student_rois()
+    gts = [t["boxes"] for t in d.targets()]
     positive = torch.cat([box_iou(p, g).max(dim=1).values >= 0.5 if len(g) else torch.zeros(len(p), dtype=torch.bool)
                           for p, g in zip(proposals, gts)])  # the batch's second image has no objects
     assert 0 < positive.sum() < len(positive)
-    want = L.softmax_distill_loss(d._tap["roi"][0], t_logits, positive.float(), d.config.roi_temperature)
+    want = L.softmax_distill_loss(s_logits, t_logits, positive.float(), d.config.roi_temperature)
     assert pos == pytest.approx(float(want), rel=1e-5)
     neg = losses(defeat_roi_pos_weight=0.0, defeat_roi_neg_weight=1.0)["distill_cls"]
     mixed = losses(defeat_roi_pos_weight=2.0, defeat_roi_neg_weight=5.0)["distill_cls"]

@@ -7,7 +7,7 @@ import torch
 from glamd_core.data import VOCDetection, train_transforms
 from glamd_core.data.base import collate
 from glamd_core.detectors import build_detector
-from glamd_core.engine import TrainConfig, lr_factor, to_device, train
+from glamd_core.engine import TrainConfig, loss_gradient_norms, lr_factor, to_device, train
 
 from test_detectors import TINY
 
@@ -95,3 +95,43 @@ def test_bad_config_is_rejected():
         TrainConfig(optimizer="adam")
     with pytest.raises(ValueError, match="schedule"):
         TrainConfig(schedule="poly")
+
+
+def test_loss_gradient_norms_match_a_direct_computation():
+    torch.manual_seed(0)
+    backbone = torch.nn.Linear(3, 4)
+    head = torch.nn.Linear(4, 1)
+    x = torch.randn(5, 3)
+    h = backbone(x)
+    losses = {"classification": head(h).square().mean(), "bbox_regression": h.abs().mean(),
+              "distill_feat": (h - 1).square().sum(), "distill_cls": head(h).mean() * 0}
+    norms = loss_gradient_norms(losses, list(backbone.parameters()))
+    assert set(norms) == {"grad_norm_detection", "grad_norm_distill_feat", "grad_norm_distill_cls"}
+
+    def direct(term):
+        backbone.zero_grad()
+        term.backward(retain_graph=True)
+        return math.sqrt(sum(float((p.grad ** 2).sum()) for p in backbone.parameters()))
+
+    assert norms["grad_norm_detection"] == pytest.approx(direct(losses["classification"] + losses["bbox_regression"]))
+    assert norms["grad_norm_distill_feat"] == pytest.approx(direct(losses["distill_feat"]))
+    assert norms["grad_norm_distill_cls"] == 0.0
+
+
+def test_gradient_norm_logging_leaves_training_unchanged(synthetic_root, tmp_path):
+    ds = VOCDetection(synthetic_root, "train", transforms=train_transforms(), skip_ignored=True)
+    models = {}
+    for every in (None, 2):
+        model = _tiny_model()
+        train(model, ds, TrainConfig(epochs=1, batch_size=4, warmup_iters=2, progress=False, grad_norm_every=every),
+              tmp_path / str(every))
+        models[every] = model
+    for (k, a), (_, b) in zip(models[None].state_dict().items(), models[2].state_dict().items()):
+        assert torch.equal(a, b), k
+    rows = [json.loads(line) for line in (tmp_path / "2" / "metrics.jsonl").read_text().splitlines()]
+    probed = [r for r in rows if "grad_norm_detection" in r and not r.get("summary")]
+    assert [r["iter"] for r in probed] == [0, 2]  # 12 images / batch 4: iterations 0 and 2 of 3
+    assert all(r["grad_norm_detection"] > 0 for r in probed)
+    summary = [r for r in rows if r.get("summary")][0]
+    assert summary["grad_norm_detection"] == pytest.approx(sum(r["grad_norm_detection"] for r in probed) / 2)
+    assert "grad_norm_detection" not in (tmp_path / "None" / "metrics.csv").read_text()

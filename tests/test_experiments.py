@@ -16,7 +16,8 @@ from glamd_core.profiles import get_profile  # noqa: E402
 
 
 def _result(kind, method, seed, ap, commit=None):
-    r = {"kind": kind, "method": method, "seed": seed, "metrics": {"AP": ap, "AP50": ap + 0.1},
+    r = {"kind": kind, "method": method, "seed": seed,
+         "metrics": {"val": {"AP": ap + 0.5, "AP50": ap + 0.6}, "test": {"AP": ap, "AP50": ap + 0.1}},
          "train_seconds": 120.0, "run_dir": f"{kind}-{method}-s{seed}"}
     return r | ({"code_commit": commit} if commit else {})
 
@@ -25,7 +26,11 @@ def test_results_frame_and_summary():
     results = [_result("retinanet", "none", s, ap) for s, ap in enumerate([0.20, 0.22, 0.27])]
     results += [_result("retinanet", "glamd", 0, 0.30, commit="abc1234")]
     frame = results_frame(results)
-    assert list(frame.AP) == pytest.approx([20.0, 22.0, 27.0, 30.0])  # percent
+    assert list(frame.AP) == pytest.approx([20.0, 22.0, 27.0, 30.0])  # percent, on the test split by default
+    assert set(frame.split) == {"test"}
+    assert list(results_frame(results, split="val").AP) == pytest.approx([70.0, 72.0, 77.0, 80.0])
+    with pytest.raises(ValueError, match="not evaluated on 'train'"):
+        results_frame(results, split="train")
     assert list(frame.train_minutes) == [2.0] * 4
     assert list(frame.code_commit) == ["unrecorded"] * 3 + ["abc1234"]
     table = summarize(frame, metric="AP").set_index("method")

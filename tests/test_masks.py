@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from glamd_core.masks import (box_foreground_mask, glam, global_channel_mask, global_spatial_mask,
-                              local_channel_mask, local_spatial_mask)
+from glamd_core.masks import glam, global_channel_mask, global_spatial_mask, local_channel_mask, local_spatial_mask
+from glamd_core.methods.defeat import box_foreground_mask
 
 
 def ref_global_spatial(f, t):

@@ -14,7 +14,10 @@ SMOKE = get_profile("smoke")
 
 def test_a_run_is_cached_by_its_config_and_reused(tmp_path, monkeypatch):
     first = runs.train_detector("retinanet", "resnet10t", SMOKE, 0, tmp_path / "runs", data_dir=tmp_path / "data")
-    assert set(first["metrics"]) >= {"AP", "AP50", "AP75", "APs", "APm", "APl", "VOC07_mAP50"}
+    assert set(first["metrics"]) == {"val", "test"}  # settings are chosen on val, tables report test
+    for split in ("val", "test"):
+        assert set(first["metrics"][split]) >= {"AP", "AP50", "AP75", "APs", "APm", "APl", "VOC07_mAP50"}
+        assert (tmp_path / "runs" / first["run_dir"] / f"detections_{split}.json").is_file()
     assert first["train_seconds"] > 0
     assert first["code_commit"] == runs.git_commit() != ""  # the code that trained it, not in the key
     run_dir = tmp_path / "runs" / first["run_dir"]
@@ -49,7 +52,7 @@ def test_baselines_table_and_manifest(tmp_path):
     assert {"commit", "wall_seconds", "torch", "torchvision", "timm"} <= set(manifest)
     md = (tmp_path / "out" / "table.md").read_text()
     assert "Profile `smoke`, seeds [0, 1]" in md and "| kind" in md
-    assert (tmp_path / "out" / "table.csv").read_text().startswith("kind,role,backbone,seed,AP,")
+    assert (tmp_path / "out" / "table.csv").read_text().startswith("kind,role,backbone,seed,AP val,")
 
 
 def test_profiles_are_data_and_unknown_names_fail():
@@ -70,7 +73,7 @@ def test_distilled_run_reuses_the_cached_teacher(tmp_path):
     teacher = runs.train_detector("retinanet", "resnet10t", profile, 0, **kw)
     r = runs.train_distilled("retinanet", "resnet10t", "resnet10t", profile, DistillConfig(method="glamd"), 1, **kw)
     assert r["teacher_run"] == teacher["run_dir"] and r["method"] == "glamd"
-    assert 0.0 <= r["metrics"]["AP"] <= 1.0
+    assert 0.0 <= r["metrics"]["test"]["AP"] <= 1.0
     config = json.loads((tmp_path / "runs" / r["run_dir"] / "config.json").read_text())
     assert config["distill"]["method"] == "glamd" and config["teacher_run"] == teacher["run_dir"]
     dirs = sorted(p.name for p in (tmp_path / "runs").iterdir())
@@ -231,3 +234,22 @@ def test_an_unguarded_script_gets_a_clear_error(tmp_path):
     done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert done.returncode != 0
     assert 'if __name__ == "__main__":' in done.stderr and "worker process died" in done.stderr
+
+
+def test_teachers_train_on_their_own_schedule(tmp_path, monkeypatch):
+    """``Profile.teacher_epochs``: a distilled run's teacher and the "teacher" experiment are one run,
+    trained longer than the students; ``Experiment.epochs`` shortens both."""
+    from glamd_core import profiles
+    from glamd_core.experiments import Experiment, run
+
+    smoke = replace(SMOKE, teacher_backbone="resnet10t", teacher_epochs=2)
+    monkeypatch.setitem(profiles.PROFILES, "smoke", smoke)
+    kw = dict(runs_dir=tmp_path / "runs", data_dir=tmp_path / "data")
+    student = run(Experiment("retinanet", "glamd", "smoke"), **kw)
+    teacher = run(Experiment("retinanet", "teacher", "smoke"), **kw)
+    assert student["teacher_run"] == teacher["run_dir"]
+    assert _epoch_summaries(tmp_path / "runs" / teacher["run_dir"]) == 2
+    assert _epoch_summaries(tmp_path / "runs" / student["run_dir"]) == 1
+    short = run(Experiment("retinanet", "glamd", "smoke", epochs=1), **kw)
+    assert short["teacher_run"] != teacher["run_dir"]
+    assert _epoch_summaries(tmp_path / "runs" / short["teacher_run"]) == 1

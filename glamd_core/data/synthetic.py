@@ -47,7 +47,7 @@ CLASSES: dict[str, str] = {
 }
 CLASS_NAMES: tuple[str, ...] = tuple(CLASSES)
 
-SPLIT_IDS = {"train": 0, "val": 1}
+SPLIT_IDS = {"train": 0, "val": 1, "test": 2}  # per-image seeds (seed, split, index): splits never share an image
 
 
 @dataclass(frozen=True)
@@ -56,6 +56,7 @@ class SyntheticSpec:
 
     num_train: int = 800
     num_val: int = 200
+    num_test: int = 0  # held-out split: settings are chosen on val, results reported on test
     image_size: int = 128
     seed: int = 0
     max_objects: int = 6
@@ -213,7 +214,7 @@ def generate(out: str | Path, spec: SyntheticSpec = SyntheticSpec(), progress: b
     categories = [{"id": i + 1, "name": n, "supercategory": CLASSES[n]} for i, n in enumerate(CLASS_NAMES)]
     cat_id = {c["name"]: c["id"] for c in categories}
     image_id = 0
-    for split, count in (("train", spec.num_train), ("val", spec.num_val)):
+    for split, count in (("train", spec.num_train), ("val", spec.num_val), ("test", spec.num_test)):
         images, anns, stems = [], [], []
         for index in tqdm(range(count), desc=f"synthetic {split}", disable=not progress):
             image_id += 1
@@ -257,14 +258,16 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", required=True, help="output folder (VOC layout + annotations/*.json)")
     p.add_argument("--num-train", type=int, default=SyntheticSpec.num_train)
     p.add_argument("--num-val", type=int, default=SyntheticSpec.num_val)
+    p.add_argument("--num-test", type=int, default=SyntheticSpec.num_test)
     p.add_argument("--image-size", type=int, default=SyntheticSpec.image_size)
     p.add_argument("--seed", type=int, default=SyntheticSpec.seed)
     a = p.parse_args(argv)
     if a.image_size < 32:
         p.error("--image-size must be at least 32")
-    if a.num_train < 0 or a.num_val < 0:
-        p.error("--num-train and --num-val must be non-negative")
-    spec = SyntheticSpec(num_train=a.num_train, num_val=a.num_val, image_size=a.image_size, seed=a.seed)
+    if min(a.num_train, a.num_val, a.num_test) < 0:
+        p.error("--num-train, --num-val and --num-test must be non-negative")
+    spec = SyntheticSpec(num_train=a.num_train, num_val=a.num_val, num_test=a.num_test, image_size=a.image_size,
+                         seed=a.seed)
     print(generate(a.out, spec))
 
 

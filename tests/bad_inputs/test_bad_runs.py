@@ -114,6 +114,20 @@ def test_equal_settings_are_one_run_key():
 
     a, b = DistillConfig(alpha=1, patch_size=np.int64(7)), DistillConfig(alpha=1.0, patch_size=7)
     assert runs.config_key(asdict(a)) == runs.config_key(asdict(b))
+    # a setting left to its loss form's default and the same value spelled out: one run
+    profile = get_profile("smoke")
+
+    def where(distill, p=profile):
+        return runs.run_dir_of("retinanet", p.student_backbone, p, 0, Path("/nonexistent/runs"), distill=distill,
+                               teacher_backbone=p.teacher_backbone, data_dir=Path("/nonexistent/data"))
+
+    assert where(DistillConfig()) == where(DistillConfig(temperature=0.5, channel_mask=True, distill_roi=True))
+    assert where(DistillConfig(loss_form="reference")) == where(DistillConfig(loss_form="reference", temperature=0.1))
+    assert where(DistillConfig(loss_form="reference")) != where(DistillConfig())
+    # logging settings that leave training unchanged are not part of a run's key
+    assert where(DistillConfig()) == where(DistillConfig(), profile.with_train(grad_norm_every=None, progress=True))
+    with pytest.raises(ValueError, match="grad_norm_every"):
+        TrainConfig(grad_norm_every=0)
 
 
 def test_cli_rejects_a_bad_setting_before_training(monkeypatch, capsys):
