@@ -257,15 +257,13 @@ class Distiller(nn.Module):
             a = self.student.anchor_generator.num_anchors_per_location()[0]
             s_coder, t_coder = self.student.box_coder, self.teacher.box_coder
         sizes = [f.shape[-2] * f.shape[-1] * a for f in self.student_features()]
-        anchors = [x.split(sizes) for x in tap["anchors"]]  # per image, per level
-        levels = []
-        for i, (sc, sr, tc, tr) in enumerate(zip(s_cls.split(sizes, 1), s_reg.split(sizes, 1), t_cls.split(sizes, 1),
-                                                 t_reg.split(sizes, 1))):
-            level_anchors = [per_image[i] for per_image in anchors]
-            with torch.no_grad():
-                t_boxes = _decode(t_coder, tr, level_anchors)
-            levels.append({"student_cls": sc, "teacher_cls": tc, "student_boxes": _decode(s_coder, sr, level_anchors),
-                           "teacher_boxes": t_boxes, "anchors_per_location": a})
+        anchors = tap["anchors"]  # per image, every level's anchors concatenated: decode once, then split
+        with torch.no_grad():
+            t_boxes = _decode(t_coder, t_reg, anchors).split(sizes, 1)
+        s_boxes = _decode(s_coder, s_reg, anchors).split(sizes, 1)
+        levels = [{"student_cls": sc, "teacher_cls": tc, "student_boxes": sb, "teacher_boxes": tb,
+                   "anchors_per_location": a}
+                  for sc, tc, sb, tb in zip(s_cls.split(sizes, 1), t_cls.split(sizes, 1), s_boxes, t_boxes)]
         return levels
 
     def teacher_on_student_rois(self):

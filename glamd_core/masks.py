@@ -44,21 +44,14 @@ def global_channel_mask(feat: torch.Tensor, temperature: float = 0.5) -> torch.T
     return (c * logits.softmax(dim=1)).reshape(b, c, 1, 1)
 
 
-def _to_patches(x: torch.Tensor, p: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """B x K x H x W -> (B x K x nh x nw x p*p patches, validity of each cell, same shape, bool).
-
-    Maps are padded right / bottom to a multiple of p; the validity mask, not the padded value,
-    says which cells are real, so real zero features are never mistaken for padding."""
+def _to_patches(x: torch.Tensor, p: int, pad_value: float = 0.0) -> torch.Tensor:
+    """B x K x H x W -> B x K x nh x nw x p*p, padded right / bottom with ``pad_value`` to a
+    multiple of p. Padding is told by its position, never by its value: real zero features are
+    never mistaken for it."""
     b, k, h, w = x.shape
     nh, nw = math.ceil(h / p), math.ceil(w / p)
-    pad = (0, nw * p - w, 0, nh * p - h)
-    valid = F.pad(torch.ones(1, 1, h, w, dtype=torch.bool, device=x.device), pad)
-
-    def split(t):
-        return t.reshape(t.shape[0], t.shape[1], nh, p, nw, p).permute(0, 1, 2, 4, 3, 5).reshape(
-            t.shape[0], t.shape[1], nh, nw, p * p)
-
-    return split(F.pad(x, pad)), split(valid)
+    x = F.pad(x, (0, nw * p - w, 0, nh * p - h), value=pad_value)
+    return x.reshape(b, k, nh, p, nw, p).permute(0, 1, 2, 4, 3, 5).reshape(b, k, nh, nw, p * p)
 
 
 def _from_patches(patches: torch.Tensor, h: int, w: int, p: int) -> torch.Tensor:
@@ -68,35 +61,46 @@ def _from_patches(patches: torch.Tensor, h: int, w: int, p: int) -> torch.Tensor
     return full[:, :, :h, :w]
 
 
+def _real_cells(h: int, w: int, p: int, like: torch.Tensor) -> torch.Tensor:
+    """nh x nw x 1: how many real cells each patch has (fewer on the right and bottom edges)."""
+    def sizes(n):
+        return torch.tensor([min(p, n - i) for i in range(0, n, p)], dtype=like.dtype, device=like.device)
+    return (sizes(h)[:, None] * sizes(w)[None, :]).unsqueeze(-1)
+
+
 def _check_patch(patch_size: int) -> None:
     if isinstance(patch_size, bool) or int(patch_size) != patch_size or patch_size < 1:
         raise ValueError(f"patch_size must be a positive integer, got {patch_size!r}")
 
 
 def local_spatial_mask(feat: torch.Tensor, patch_size: int = 7, temperature: float = 0.5) -> torch.Tensor:
-    """B x 1 x H x W: the global spatial mask computed inside every patch (mean 1 per patch)."""
+    """B x 1 x H x W: the global spatial mask computed inside every patch (mean 1 over each patch's
+    real cells; padded cells take part with logit -inf, i.e. weight 0)."""
     _check_patch(patch_size)
     h, w = feat.shape[-2:]
-    logits, valid = _to_patches(spatial_logits(feat) / temperature, patch_size)
-    soft = logits.masked_fill(~valid, float("-inf")).softmax(dim=-1)
-    return _from_patches(soft * valid.sum(dim=-1, keepdim=True), h, w, patch_size)
+    patches = _to_patches(spatial_logits(feat) / temperature, patch_size, pad_value=float("-inf"))
+    return _from_patches(patches.softmax(dim=-1) * _real_cells(h, w, patch_size, feat), h, w, patch_size)
 
 
 def local_channel_mask(feat: torch.Tensor, patch_size: int = 7, temperature: float = 0.5) -> torch.Tensor:
     """B x C x H x W: every cell carries the channel mask of its patch (channel logits = mean |F|
-    over the patch's real cells)."""
+    over the patch's real cells: ``avg_pool2d`` with ``ceil_mode`` divides edge patches by their
+    real cells only)."""
     _check_patch(patch_size)
     c, h, w = feat.shape[1:]
-    cells, valid = _to_patches(feat.abs(), patch_size)
-    logits = cells.sum(dim=-1) / valid.sum(dim=-1)  # padded cells are zeros: they add nothing
-    per_patch = c * (logits / temperature).softmax(dim=1)  # B x C x nh x nw
-    return _from_patches(per_patch.unsqueeze(-1).expand(*per_patch.shape, patch_size ** 2), h, w, patch_size)
+    logits = F.avg_pool2d(feat.abs(), patch_size, stride=patch_size, ceil_mode=True)  # B x C x nh x nw
+    per_patch = c * (logits / temperature).softmax(dim=1)
+    return _per_cell(per_patch, patch_size, h, w)
+
+
+def _per_cell(per_patch: torch.Tensor, p: int, h: int, w: int) -> torch.Tensor:
+    """B x K x nh x nw -> B x K x H x W, each cell carrying its patch's value."""
+    return per_patch.repeat_interleave(p, dim=2)[:, :, :h].repeat_interleave(p, dim=3)[..., :w]
 
 
 def patch_sums(x: torch.Tensor, patch_size: int) -> torch.Tensor:
     """B x K x H x W -> B x K x nh x nw: the sum over each patch's real cells."""
-    cells, _ = _to_patches(x, patch_size)  # padded cells are zeros
-    return cells.sum(dim=-1)
+    return _to_patches(x, patch_size).sum(dim=-1)  # padded cells are zeros
 
 
 def attention_masks(teacher: torch.Tensor, student: torch.Tensor, mode: MaskMode = "both", patch_size: int = 7,
