@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import asdict, fields
+from dataclasses import asdict, fields, replace
 
 from .detectors import KINDS
 from .distill import METHODS, DistillConfig
-from .profiles import PROFILES
+from .profiles import PROFILES, get_profile
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -35,8 +35,9 @@ def main(argv: list[str] | None = None) -> None:
             kind = _FIELD_TYPES[str(f.type).split(" | ")[0]]
             shown = "the loss form's" if f.default is None else f.default
             tr.add_argument(f"--{f.name.replace('_', '-')}", type=_parse_bool if kind is bool else kind,
-                            default=f.default, metavar=kind.__name__.upper(),
-                            help=f"distillation setting (default {shown})")
+                            default=argparse.SUPPRESS, metavar=kind.__name__.upper(),
+                            help=f"distillation setting (default: the profile's chosen setting for the kind "
+                                 f"and method, else {shown})")
     tr.add_argument("--voc-root", default=None, help="real VOC2007 root for the paper profile")
     rs = sub.add_parser("runs", help="list or clear cached runs in runs/")
     rs.add_argument("action", choices=["list", "clear"])
@@ -69,7 +70,9 @@ def main(argv: list[str] | None = None) -> None:
         from .experiments import Experiment, run
 
         try:
-            distill = DistillConfig(**{k: getattr(a, k) for k in asdict(DistillConfig()) if k != "method"})
+            given = {k: getattr(a, k) for k in asdict(DistillConfig()) if k != "method" and hasattr(a, k)}
+            method = a.method if a.method in METHODS else "none"
+            distill = replace(get_profile(a.profile).distill_for(a.kind, method), **given)
             exp = Experiment(a.kind, a.method, a.profile, a.seed, a.student, a.teacher, distill)
         except ValueError as error:
             p.error(str(error))

@@ -37,7 +37,9 @@ class Experiment:
     seed: int = 0
     student: str | None = None  # default: the profile's student backbone
     teacher: str | None = None  # default: the profile's teacher backbone
-    distill: DistillConfig = field(default_factory=DistillConfig)  # alpha, beta, gamma, patch size, ...
+    # alpha, beta, gamma, patch size, ...; None: the profile's settings for this kind and method
+    # (Profile.distill_for, chosen by notebooks/00_calibration). The method field above always wins.
+    distill: DistillConfig | None = None
     epochs: int | None = None  # default: the profile's schedules; else students' and teachers' epochs
 
     def __post_init__(self):  # fail before any training starts, naming the choices
@@ -54,6 +56,11 @@ class Experiment:
         profile = get_profile(self.profile)
         profile = profile if self.epochs is None else profile.with_epochs(int(self.epochs))
         return profile.for_teacher() if self.method == "teacher" else profile
+
+    def distill_config(self) -> DistillConfig:
+        """The distillation settings this experiment trains with (``method`` included)."""
+        base = self.distill if self.distill is not None else get_profile(self.profile).distill_for(self.kind, self.method)
+        return replace(base, method=self.method)
 
     @property
     def student_backbone(self) -> str:
@@ -75,7 +82,7 @@ def run(exp: Experiment, runs_dir: Path = RUNS_DIR, data_dir: Path = DATA_DIR, v
     if _is_plain(exp):
         result = train_detector(exp.kind, _plain_backbone(exp), profile, exp.seed, **kw)
     else:
-        result = train_distilled(exp.kind, exp.teacher_backbone, exp.student_backbone, profile, _distill_of(exp),
+        result = train_distilled(exp.kind, exp.teacher_backbone, exp.student_backbone, profile, exp.distill_config(),
                                  exp.seed, **kw)
     return result | {"method": exp.method, "kind": exp.kind, "seed": exp.seed, "profile": exp.profile}
 
@@ -89,10 +96,6 @@ def _plain_backbone(exp: Experiment) -> str:
     return exp.teacher_backbone if exp.method == "teacher" else exp.student_backbone
 
 
-def _distill_of(exp: Experiment) -> DistillConfig:
-    return replace(exp.distill, method=exp.method)
-
-
 def is_finished(exp: Experiment, runs_dir: Path = RUNS_DIR, data_dir: Path = DATA_DIR, voc_root=None) -> bool:
     """Whether ``exp``'s run is in the cache, found without training anything."""
     profile = exp.resolved_profile()
@@ -100,7 +103,7 @@ def is_finished(exp: Experiment, runs_dir: Path = RUNS_DIR, data_dir: Path = DAT
         where = run_dir_of(exp.kind, _plain_backbone(exp), profile, exp.seed, runs_dir, voc_root, data_dir)
     else:
         where = run_dir_of(exp.kind, exp.student_backbone, profile, exp.seed, runs_dir, voc_root, data_dir,
-                           distill=_distill_of(exp), teacher_backbone=exp.teacher_backbone)
+                           distill=exp.distill_config(), teacher_backbone=exp.teacher_backbone)
     return (where / "eval.json").exists()
 
 

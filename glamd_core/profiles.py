@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from .data.synthetic import SyntheticSpec
+from .distill import DistillConfig
 from .engine import TrainConfig
 
 
@@ -30,6 +31,11 @@ class Profile:
     # Teachers may train longer than students: they are trained once and shared by every distilled
     # run. None: the students' schedule.
     teacher_epochs: int | None = None
+    # Each method's distillation settings chosen for this profile, {(kind, method): DistillConfig
+    # fields}; a method without an entry takes DistillConfig's defaults. ``local`` and ``uniform``
+    # (GLAMD's mask ablations, the same loss code) take GLAMD's entry, so an ablation changes the
+    # masks alone.
+    distill_settings: dict = field(default_factory=dict)
 
     def with_train(self, **changes) -> "Profile":
         return replace(self, train=replace(self.train, **changes))
@@ -37,6 +43,11 @@ class Profile:
     def with_epochs(self, epochs: int) -> "Profile":
         """Students *and* teachers trained for ``epochs`` (short runs, e.g. benchmarks)."""
         return replace(self.with_train(epochs=epochs), teacher_epochs=None)
+
+    def distill_for(self, kind: str, method: str) -> DistillConfig:
+        """``method``'s settings for ``kind`` in this profile (see ``distill_settings``)."""
+        source = "glamd" if method in ("local", "uniform") else method
+        return DistillConfig(method, **self.distill_settings.get((kind, source), {}))
 
     def for_teacher(self) -> "Profile":
         """The profile a teacher is trained with."""

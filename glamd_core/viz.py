@@ -19,3 +19,17 @@ def bars_with_seeds(frame: pd.DataFrame, x: str, hue: str, y: str = "AP", order=
     ax.set_title(title)
     ax.set_ylabel(f"{y} (%)")
     return ax
+
+
+def lines_over_settings(frame: pd.DataFrame, y: str, settings, hue: str = "method", title: str = "", ax=None,
+                        log: bool = False):
+    """One line per ``hue`` over the calibration grid's ``settings`` (in grid order), points marked."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 4))
+    sns.pointplot(frame, x="setting", y=y, hue=hue, order=list(settings), errorbar=None, markers="o",
+                  linestyles="-", ax=ax)
+    ax.set_title(title)
+    ax.tick_params(axis="x", rotation=30)
+    if log:
+        ax.set_yscale("log")
+    return ax

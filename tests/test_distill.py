@@ -163,3 +163,19 @@ def test_defeat_splits_foreground_from_background_and_positive_from_negative_roi
     neg = losses(defeat_roi_pos_weight=0.0, defeat_roi_neg_weight=1.0)["distill_cls"]
     mixed = losses(defeat_roi_pos_weight=2.0, defeat_roi_neg_weight=5.0)["distill_cls"]
     assert pos > 0 and neg > 0 and mixed == pytest.approx(2 * pos + 5 * neg, rel=1e-5)
+
+
+@pytest.mark.parametrize("form", ["reference", "normalised"])
+@pytest.mark.parametrize("method", ["glamd", "defeat"])
+def test_faster_rcnn_on_p2_to_p6_as_the_reference_distils_every_level(form, method):
+    """The authors' Faster R-CNN pyramid is P2-P6: ``out_indices=(1, 2, 3, 4)`` builds it."""
+    torch.manual_seed(0)
+    p2 = dict(TINY, out_indices=(1, 2, 3, 4))
+    teacher = build_detector("faster_rcnn", "resnet18", 4, **p2)
+    student = build_detector("faster_rcnn", "resnet10t", 4, **(p2 | dict(fpn_channels=16)))
+    d = Distiller(teacher, student, DistillConfig(method, loss_form=form)).train()
+    assert len(d.adapters) == 5  # P2-P5 and the max-pooled P6
+    losses = d(*_batch())
+    sum(losses.values()).backward()
+    assert all(torch.isfinite(v) and v > 0 for k, v in losses.items() if k.startswith("distill_"))
+    assert all(a.weight.grad is not None and a.weight.grad.abs().sum() > 0 for a in d.adapters)
