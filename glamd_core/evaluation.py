@@ -1,4 +1,4 @@
-"""COCO AP through pycocotools, and the VOC2007 11-point mAP@0.5."""
+"""COCO AP through pycocotools, the VOC2007 11-point mAP@0.5, and the cocoapi error analysis (C75 ... FN)."""
 
 from __future__ import annotations
 
@@ -197,3 +197,130 @@ def evaluate(model, dataset: DetectionDataset, batch_size: int = 8, device: str 
     metrics = coco_metrics(dataset.coco_gt(), results, source=dataset.source)
     metrics["VOC07_mAP50"] = voc07_map(dataset, preds)["mAP50"]
     return metrics
+
+
+# --- Error analysis ------------------------------------------------------------------------------
+# Hoiem-style breakdown of detection errors, as the cocoapi's ``CocoEval.analyze`` (MATLAB) does it.
+#
+# Bands, each a PR curve at area "all" and 100 detections per image, averaged over categories:
+#
+# * ``C75`` / ``C50`` -- ordinary PR at IoU 0.75 / 0.5; ``Loc`` -- at IoU 0.1 (localisation errors forgiven);
+# * ``Sim`` -- at IoU 0.1, category-agnostic, detections of class k only, the objects of k's
+#   supercategory siblings present but *ignored* (a detection on them is neither TP nor FP);
+# * ``Oth`` -- the same with every other class's objects ignored;
+# * ``BG`` -- precision 1 wherever ``Oth`` reached the recall (all remaining false positives removed);
+# * ``FN`` -- 1 everywhere (the area left is the missed objects).
+#
+# pycocotools' Python ``COCOeval`` overwrites each object's ``ignore`` with its ``iscrowd``; the
+# MATLAB original honours both (``gtIg = iscrowd | ignore | outside area``). :class:`_IgnoringCOCOeval`
+# does the same, without touching ``iscrowd`` (which would change the matching: a crowd region may
+# absorb many detections). One departure: a category without ground truth (precision -1 in
+# pycocotools) is left out of the mean over categories, as pycocotools' AP does, where the MATLAB
+# code counts it as precision 0; the two agree on any dataset where every category has an object.
+
+
+
+BANDS = ("C75", "C50", "Loc", "Sim", "Oth", "BG", "FN")
+IGNORE_KEY = "analysis_ignore"  # the caller's ignore flag, kept where pycocotools does not overwrite it
+
+
+def _ignoring_cocoeval():
+    from pycocotools.cocoeval import COCOeval
+
+    class _IgnoringCOCOeval(COCOeval):
+        def _prepare(self):  # pycocotools writes iscrowd into "ignore"; the flag survives in IGNORE_KEY
+            super()._prepare()
+            for gts in self._gts.values():
+                for g in gts:
+                    g["ignore"] = int(bool(g["ignore"]) or bool(g[IGNORE_KEY]))
+
+    return _IgnoringCOCOeval
+
+
+def _coco(dataset: dict):
+    from pycocotools.coco import COCO
+
+    coco = COCO()
+    coco.dataset = dataset
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco.createIndex()
+    return coco
+
+
+def _load(gt, detections):
+    from pycocotools.coco import COCO
+
+    if isinstance(gt, (str, Path)):
+        with contextlib.redirect_stdout(io.StringIO()):
+            gt = COCO(str(gt))
+    gt = _coco(copy.deepcopy(gt if isinstance(gt, dict) else gt.dataset))  # never modify the caller's
+    for a in gt.dataset["annotations"]:
+        a[IGNORE_KEY] = int(bool(a.get("ignore", 0)))
+    if isinstance(detections, (str, Path)):
+        detections = json.loads(Path(detections).read_text())
+    check_coco_results(gt, detections)
+    with contextlib.redirect_stdout(io.StringIO()):
+        dt = gt.loadRes(copy.deepcopy(detections)) if detections else _empty_results(gt)
+    return gt, dt
+
+
+def _precision(gt, dt, iou_thresholds, use_cats: bool, cat_ids) -> np.ndarray:
+    """COCOeval's precision [T, R, K] at area all, maxDets 100 (``ignore`` flags honoured)."""
+    ev = _ignoring_cocoeval()(gt, dt, "bbox")
+    ev.params.iouThrs = np.asarray(iou_thresholds, dtype=float)
+    ev.params.maxDets = [100]
+    ev.params.useCats = int(use_cats)
+    ev.params.catIds = list(cat_ids)
+    with contextlib.redirect_stdout(io.StringIO()):
+        ev.evaluate()
+        ev.accumulate()
+    return ev.eval["precision"][:, :, :, 0, 0]
+
+
+def _with_ignored(gt, keep_cat, ignored_cats) -> object:
+    """The ground truth restricted to ``keep_cat`` and ``ignored_cats``, the latter flagged ignore."""
+    data = copy.deepcopy(gt.dataset)
+    data["annotations"] = [dict(a, **{IGNORE_KEY: 1 if a["category_id"] != keep_cat else a[IGNORE_KEY]})
+                           for a in data["annotations"] if a["category_id"] == keep_cat or a["category_id"] in ignored_cats]
+    return _coco(data)
+
+
+def _only(dt, cat_id):
+    data = copy.deepcopy(dt.dataset)
+    data["annotations"] = [a for a in data["annotations"] if a["category_id"] == cat_id]
+    return _coco(data)
+
+
+def error_analysis(gt, detections) -> "pd.DataFrame":
+    """AP of each band (``BANDS``, in [0, 1]) as column ``AP``, its PR curve (precision at
+    ``frame.attrs["recall"]``, averaged over categories) as column ``precision``.
+
+    ``gt``: a COCO-format dict, annotation-file path or ``pycocotools.coco.COCO``; ``detections``:
+    COCO result dicts or a results-file path. Objects may carry ``ignore: 1``, honoured as in the
+    MATLAB original. The bands are cumulative (each >= the one before), as in the paper's plots.
+    """
+    gt, dt = _load(gt, detections)
+    cat_ids = gt.getCatIds()
+    has_gt = np.array([len(gt.getAnnIds(catIds=[c])) > 0 for c in cat_ids])
+    if not has_gt.any():
+        raise ValueError("the ground truth has no objects: nothing to analyse")
+    ps = np.zeros((len(BANDS), 101, len(cat_ids)))
+    ps[:3] = _precision(gt, dt, [0.75, 0.5, 0.1], True, cat_ids)
+    cats = {c["id"]: c for c in gt.loadCats(cat_ids)}
+    for k, cat in enumerate(cat_ids):
+        if not has_gt[k]:
+            continue
+        siblings = {c for c in cat_ids if cats[c].get("supercategory") == cats[cat].get("supercategory")} - {cat}
+        others = set(cat_ids) - {cat}
+        mine = _only(dt, cat)
+        for band, ignored in ((3, siblings), (4, others)):
+            ps[band, :, k] = _precision(_with_ignored(gt, cat, ignored), mine, [0.1], False, cat_ids)[0, :, 0]
+    ps[ps == -1] = 0
+    ps[5] = ps[4] > 0
+    ps[6] = 1
+    curves = ps[:, :, has_gt].mean(axis=2)
+    import pandas as pd
+
+    frame = pd.DataFrame({"AP": curves.mean(axis=1), "precision": list(curves)}, index=pd.Index(BANDS, name="band"))
+    frame.attrs["recall"] = np.linspace(0, 1, 101)
+    return frame
