@@ -1,0 +1,116 @@
+"""Trained runs opened up for the analysis notebooks: load a run's detector, compare teacher and
+student FPN features patch by patch (the paper's Figs. 3-4), and compute the masks a teacher
+produces at every FPN stage (Fig. 5)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from .data import VOCDetection, eval_transforms
+from .detectors import build_detector
+from .distill import Distiller
+from .engine import CHECKPOINT
+from .experiments import Experiment, run
+from .files import read_checkpoint
+from .masks import global_spatial_mask, local_spatial_mask, patch_sums
+from .runs import DATA_DIR, RUNS_DIR, dataset_root, splits
+
+
+@dataclass
+class TrainedRun:
+    experiment: Experiment
+    result: dict  # the run's eval.json
+    model: nn.Module  # the trained detector, eval mode
+    adapters: nn.ModuleList | None  # distilled students: the student -> teacher adapters, per FPN level
+    root: Path  # the dataset it was trained on
+
+    def dataset(self, role: str = "test") -> VOCDetection:
+        """The run's ``role`` split (``train`` / ``val`` / ``test``) as the detector is evaluated on it."""
+        return VOCDetection(self.root, splits(self.experiment.resolved_profile())[role], transforms=eval_transforms())
+
+
+def load_run(exp: Experiment, runs_dir: Path = RUNS_DIR, data_dir: Path = DATA_DIR, voc_root=None) -> TrainedRun:
+    """``exp``'s trained detector from the run cache (trained first if missing). A distilled run's
+    checkpoint holds the whole Distiller, so its adapters come back with the student."""
+    result = run(exp, runs_dir, data_dir, voc_root)
+    profile = exp.resolved_profile()
+    root = dataset_root(profile, voc_root, data_dir)
+    num_classes = VOCDetection(root, splits(profile)["train"]).num_classes
+    state = read_checkpoint(Path(runs_dir) / result["run_dir"] / CHECKPOINT)["model"]
+    if exp.method in ("teacher", "none"):
+        backbone = exp.teacher_backbone if exp.method == "teacher" else exp.student_backbone
+        model = build_detector(exp.kind, backbone, num_classes, **profile.detector)
+        model.load_state_dict(state)
+        return TrainedRun(exp, result, model.eval(), None, root)
+    teacher = build_detector(exp.kind, exp.teacher_backbone, num_classes, **profile.detector)
+    student = build_detector(exp.kind, exp.student_backbone, num_classes, **profile.detector)
+    distiller = Distiller(teacher, student, exp.distill_config())
+    distiller.load_state_dict(state)
+    distiller.remove_hooks()
+    return TrainedRun(exp, result, student.eval(), distiller.adapters, root)
+
+
+@torch.no_grad()
+def fpn_features(model: nn.Module, image: torch.Tensor) -> list[torch.Tensor]:
+    """The FPN maps (1 x C x H x W per level, finest first) the detector computes for one image."""
+    batch, _ = model.transform([image])
+    return list(model.backbone(batch.tensors).values())
+
+
+def patch_l1(teacher: torch.Tensor, student: torch.Tensor, patch_size: int) -> torch.Tensor:
+    """B x nh x nw: mean |T - S| over channels and each patch's cells (edge patches: their real cells)."""
+    diff = (teacher - student).abs().mean(dim=1, keepdim=True)
+    cells = patch_sums(torch.ones_like(diff), patch_size)
+    return (patch_sums(diff, patch_size) / cells)[:, 0]
+
+
+@torch.no_grad()
+def feature_distances(teacher: TrainedRun, students: dict[str, TrainedRun], images: list[torch.Tensor],
+                      patch_size: int = 7) -> tuple[dict, pd.DataFrame]:
+    """Patch-wise L1 maps between the teacher's FPN features and each student's, and the mean L1
+    per image and FPN stage.
+
+    A distilled student is compared through its adapters (what its imitation loss brought close to
+    the teacher); a student trained alone has none and is compared as it is, which needs equal FPN
+    widths. Returns ``({(student, image, level): nh x nw map}, frame of image, level, student, L1)``.
+    """
+    maps, rows = {}, []
+    for i, image in enumerate(images):
+        t_feats = fpn_features(teacher.model, image)
+        for name, s in students.items():
+            s_feats = fpn_features(s.model, image)
+            for level, (t, f) in enumerate(zip(t_feats, s_feats)):
+                if s.adapters is not None:
+                    f = s.adapters[level](f)
+                if f.shape != t.shape:
+                    raise ValueError(f"student {name!r} level {level}: {tuple(f.shape)} vs teacher {tuple(t.shape)}; "
+                                     "a student trained alone must have the teacher's FPN width to be compared")
+                maps[name, i, level] = patch_l1(t, f, patch_size)[0]
+                rows.append({"image": i, "level": level, "student": name, "L1": float((t - f).abs().mean())})
+    return maps, pd.DataFrame(rows)
+
+
+@torch.no_grad()
+def stage_masks(teacher: nn.Module, image: torch.Tensor, patch_size: int = 7, temperature: float = 0.5) -> list[dict]:
+    """Per FPN stage, the teacher's global and local (GLAM) spatial masks for one image, each
+    H x W at that stage's resolution (numpy), plus the stage's stride in input pixels."""
+    batch, _ = teacher.transform([image])
+    out = []
+    for feat in fpn_features(teacher, image):
+        out.append({"global": global_spatial_mask(feat, temperature)[0, 0].numpy(),
+                    "local": local_spatial_mask(feat, patch_size, temperature)[0, 0].numpy(),
+                    "stride": batch.tensors.shape[-1] / feat.shape[-1]})
+    return out
+
+
+def sample_indices(n_total: int, n: int, seed: int = 0) -> list[int]:
+    """``n`` distinct indices out of ``n_total``, drawn with ``seed``."""
+    if not 0 < n <= n_total:
+        raise ValueError(f"cannot draw {n} samples out of {n_total}")
+    return sorted(np.random.default_rng(seed).choice(n_total, size=n, replace=False).tolist())

@@ -1,0 +1,50 @@
+"""Loading trained runs and the feature / mask analyses built on them (smoke-sized runs)."""
+
+import pytest
+import torch
+
+from glamd_core.analysis import feature_distances, fpn_features, load_run, patch_l1, sample_indices, stage_masks
+from glamd_core.experiments import Experiment
+
+
+def test_patch_l1_against_a_loop():
+    torch.manual_seed(0)
+    t, s = torch.randn(2, 3, 5, 7), torch.randn(2, 3, 5, 7)
+    got = patch_l1(t, s, 3)
+    assert got.shape == (2, 2, 3)
+    for b in range(2):
+        for i in range(2):
+            for j in range(3):
+                cell = (t - s)[b, :, 3 * i:3 * i + 3, 3 * j:3 * j + 3].abs()
+                assert got[b, i, j] == pytest.approx(float(cell.mean()), rel=1e-5)
+
+
+def test_sample_indices_are_seeded_and_distinct():
+    a = sample_indices(50, 14, seed=3)
+    assert a == sample_indices(50, 14, seed=3) and len(set(a)) == 14 and a != sample_indices(50, 14, seed=4)
+    with pytest.raises(ValueError):
+        sample_indices(5, 6)
+
+
+@pytest.mark.parametrize("kind", ["retinanet", "faster_rcnn"])
+def test_loaded_runs_reproduce_their_evaluation_and_feed_the_analyses(tmp_path, kind):
+    kw = dict(runs_dir=tmp_path / "runs", data_dir=tmp_path / "data")
+    teacher = load_run(Experiment(kind, "teacher", "smoke"), **kw)
+    alone = load_run(Experiment(kind, "none", "smoke"), **kw)
+    glamd = load_run(Experiment(kind, "glamd", "smoke"), **kw)
+    assert teacher.adapters is None and glamd.adapters is not None and not glamd.model.training
+    # the loaded student gives the detections its run evaluated
+    from glamd_core.evaluation import evaluate
+    ds = glamd.dataset("test")
+    assert evaluate(glamd.model, ds)["AP"] == pytest.approx(glamd.result["metrics"]["test"]["AP"], abs=1e-9)
+
+    images = [ds[i][0] for i in range(2)]
+    maps, frame = feature_distances(teacher, {"alone": alone, "GLAMD": glamd}, images, patch_size=2)
+    levels = len(glamd.adapters)
+    assert len(frame) == 2 * 2 * levels and (frame.L1 > 0).all()
+    h, w = fpn_features(teacher.model, images[0])[0].shape[-2:]
+    assert maps["GLAMD", 0, 0].shape == maps["alone", 0, 0].shape == (-(-h // 2), -(-w // 2))  # ceil: edge patches
+    masks = stage_masks(teacher.model, images[0], patch_size=2)
+    assert len(masks) == levels
+    for m in masks:
+        assert m["global"].shape == m["local"].shape and m["global"].mean() == pytest.approx(1.0, rel=1e-4)
