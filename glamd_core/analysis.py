@@ -114,3 +114,34 @@ def sample_indices(n_total: int, n: int, seed: int = 0) -> list[int]:
     if not 0 < n <= n_total:
         raise ValueError(f"cannot draw {n} samples out of {n_total}")
     return sorted(np.random.default_rng(seed).choice(n_total, size=n, replace=False).tolist())
+
+
+def error_bands_of_runs(experiments: list[Experiment], results: list[dict], runs_dir: Path = RUNS_DIR,
+                        data_dir: Path = DATA_DIR, voc_root=None, split: str = "test") -> tuple[pd.DataFrame, dict]:
+    """:func:`~glamd_core.evaluation.error_analysis` of every run's saved ``split`` detections.
+    Returns a long frame (kind, method, seed, band, AP in percent) and ``{run_dir: band frame}``."""
+    import json
+
+    from .evaluation import error_analysis
+
+    rows, frames, truths = [], {}, {}
+    for exp, r in zip(experiments, results):
+        profile = exp.resolved_profile()
+        root = dataset_root(profile, voc_root, data_dir)
+        if root not in truths:
+            truths[root] = VOCDetection(root, splits(profile)[split]).coco_gt()
+        path = Path(runs_dir) / r["run_dir"] / f"detections_{split}.json"
+        frame = error_analysis(truths[root], json.loads(path.read_text()))
+        frames[r["run_dir"]] = frame
+        rows += [{"kind": exp.kind, "method": exp.method, "seed": exp.seed, "band": band, "AP": 100 * ap}
+                 for band, ap in frame.AP.items()]
+    return pd.DataFrame(rows), frames
+
+
+def mean_bands(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """Band frames averaged over runs (seeds): AP and PR curves."""
+    out = frames[0].copy()
+    out["AP"] = np.mean([f.AP.values for f in frames], axis=0)
+    out["precision"] = list(np.mean([np.stack(f.precision.values) for f in frames], axis=0))
+    out.attrs["recall"] = frames[0].attrs["recall"]
+    return out

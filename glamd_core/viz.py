@@ -33,3 +33,24 @@ def lines_over_settings(frame: pd.DataFrame, y: str, settings, hue: str = "metho
     if log:
         ax.set_yscale("log")
     return ax
+
+
+# the cocoapi analyze() colours: C75, C50 white; Loc blue; Sim red; Oth green; BG purple; FN orange
+BAND_COLOURS = [(1, 1, 1), (0.88, 0.88, 0.88), (0.31, 0.51, 0.74), (0.75, 0.31, 0.30), (0.36, 0.90, 0.38),
+                (0.50, 0.39, 0.64), (1, 0.6, 0)]
+
+
+def error_bands(frame: pd.DataFrame, title: str = "", ax=None):
+    """The stacked-area PR plot of ``evaluation.error_analysis`` (the paper's Fig. 2, cocoapi style),
+    each band labelled with its AP."""
+    import numpy as np
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5, 4))
+    curves = np.stack(frame.precision.values)
+    layers = np.vstack([curves[:1], np.diff(curves, axis=0)])
+    labels = [f"[{ap:.3f}] {band}" for band, ap in frame.AP.items()]
+    polys = ax.stackplot(frame.attrs["recall"], layers, labels=labels, colors=BAND_COLOURS, edgecolor="k", linewidth=0.3)
+    ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="recall", ylabel="precision", title=title)
+    ax.legend(handles=polys[::-1], labels=labels[::-1], loc="lower left", fontsize=7)
+    return ax
