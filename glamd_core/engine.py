@@ -28,7 +28,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 from tqdm.auto import tqdm
 
-from .data.base import collate
+from .data.base import collate, to_device
 from .files import atomic_save, atomic_write_text, read_checkpoint
 
 CHECKPOINT = "last.pt"
@@ -126,14 +126,6 @@ def init_distributed(device: str) -> tuple[int, int]:
     if device.startswith("cuda"):
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
     return torch.distributed.get_rank(), torch.distributed.get_world_size()
-
-
-def to_device(images, targets, device):
-    """Plain tensors on ``device`` (tv_tensors subclasses are unwrapped: detectors want tensors)."""
-    images = [im.as_subclass(torch.Tensor).to(device, non_blocking=True) for im in images]
-    targets = [{k: (v.as_subclass(torch.Tensor).to(device, non_blocking=True) if torch.is_tensor(v) else v)
-                for k, v in t.items()} for t in targets]
-    return images, targets
 
 
 def unwrap(model: nn.Module) -> nn.Module:

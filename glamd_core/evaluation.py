@@ -14,8 +14,7 @@ from torch.utils.data import DataLoader
 from torchvision.ops import box_iou
 from tqdm.auto import tqdm
 
-from .data.base import DetectionDataset, collate
-from .engine import to_device
+from .data.base import DetectionDataset, collate, to_device
 
 COCO_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 

@@ -10,7 +10,8 @@ from glamd_core.data import VOCDetection, train_transforms
 from glamd_core.data.base import collate
 from glamd_core.detectors import build_detector
 from glamd_core.distill import Distiller, DistillConfig
-from glamd_core.engine import TrainConfig, to_device, train
+from glamd_core.data.base import to_device
+from glamd_core.engine import TrainConfig, train
 
 from test_detectors import TINY, _batch
 

@@ -7,7 +7,8 @@ import torch
 from glamd_core.data import VOCDetection, train_transforms
 from glamd_core.data.base import collate
 from glamd_core.detectors import build_detector
-from glamd_core.engine import TrainConfig, loss_gradient_norms, lr_factor, to_device, train
+from glamd_core.data.base import to_device
+from glamd_core.engine import TrainConfig, loss_gradient_norms, lr_factor, train
 
 from test_detectors import TINY
 

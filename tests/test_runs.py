@@ -85,7 +85,7 @@ def test_distilled_run_reuses_the_cached_teacher(tmp_path):
 def test_reproduce_cli_runs_every_notebook_with_the_profile_parameter(monkeypatch, capsys):
     import papermill
 
-    from glamd_core.notebooks import NOTEBOOK_DIR
+    from glamd_core.reproduce import NOTEBOOK_DIR
 
     calls = []
 

@@ -229,3 +229,11 @@ def validate_records(records: list[ImageRecord], origins: list[str], source: str
 def collate(batch):
     """Detection batches are lists: images differ in size and targets in box count."""
     return tuple(zip(*batch))
+
+
+def to_device(images, targets, device):
+    """Plain tensors on ``device`` (tv_tensors subclasses are unwrapped: detectors want tensors)."""
+    images = [im.as_subclass(torch.Tensor).to(device, non_blocking=True) for im in images]
+    targets = [{k: (v.as_subclass(torch.Tensor).to(device, non_blocking=True) if torch.is_tensor(v) else v)
+                for k, v in t.items()} for t in targets]
+    return images, targets
