@@ -8,12 +8,13 @@ students are shared by every notebook that needs them.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing
 import os
 import platform
 import shutil
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import Executor, ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -136,7 +137,8 @@ _SPAWN_HINT = ("Worker processes start by importing the calling script: in a scr
                "run_all under `if __name__ == \"__main__\":`, or pass workers=1.")
 
 
-def run_all(experiments: list[Experiment], workers: int | None = None, **kw) -> list[dict]:
+def run_all(experiments: list[Experiment], workers: int | None = None, executor: Executor | None = None,
+            **kw) -> list[dict]:
     """Run (or fetch) every experiment, with a progress bar over them; results in the given order.
 
     ``workers`` > 1 trains that many runs at once in separate processes, each with
@@ -145,6 +147,12 @@ def run_all(experiments: list[Experiment], workers: int | None = None, **kw) -> 
     students) is trained once: the run cache holds a lock per run. Workers are spawned, so a
     script that calls this must guard the call with ``if __name__ == "__main__":`` (notebooks
     need nothing).
+
+    ``executor``: any ``concurrent.futures.Executor`` to train the missing runs on instead of local
+    worker processes -- e.g. ``submitit.AutoExecutor`` (SLURM) or a dask ``Client.get_executor()``.
+    Its workers must import this package and see ``runs_dir`` / ``data_dir`` at the same paths (a
+    shared filesystem: the run cache is where they meet); they set their own thread counts. The
+    executor is not shut down here.
     """
     from tqdm.auto import tqdm
 
@@ -152,13 +160,15 @@ def run_all(experiments: list[Experiment], workers: int | None = None, **kw) -> 
     workers = default_workers(experiments) if workers is None else int(workers)
     if workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
+    if executor is not None and not isinstance(executor, Executor):
+        raise TypeError(f"executor must be a concurrent.futures.Executor, got {type(executor).__name__}")
     if getattr(multiprocessing.current_process(), "_inheriting", False):  # how multiprocessing itself tells
         raise RuntimeError(_SPAWN_HINT)
     bar = tqdm(total=len(experiments), desc="experiments")
     results: list[dict | None] = [None] * len(experiments)
     todo = []
     for i, exp in enumerate(experiments):
-        if workers == 1 or is_finished(exp, **kw):
+        if (workers == 1 and executor is None) or is_finished(exp, **kw):
             bar.set_postfix_str(f"{exp.kind} {exp.method} seed {exp.seed}")
             results[i] = run(exp, **kw)
             bar.update()
@@ -169,10 +179,15 @@ def run_all(experiments: list[Experiment], workers: int | None = None, **kw) -> 
             dataset_root(experiments[i].resolved_profile(), kw.get("voc_root"), kw.get("data_dir", DATA_DIR))
         todo.sort(key=lambda i: _stage(experiments[i]))
         threads = max(1, (os.cpu_count() or 1) // workers)
-        bar.set_postfix_str(f"{len(todo)} runs to train, {workers} at a time with {threads} thread(s) each")
-        with ProcessPoolExecutor(min(workers, len(todo)), mp_context=multiprocessing.get_context("spawn"),
-                                 initializer=_init_worker, initargs=(threads,)) as pool:
-            futures = {pool.submit(run, experiments[i], progress=False, **kw): i for i in todo}
+        if executor is None:
+            bar.set_postfix_str(f"{len(todo)} runs to train, {workers} at a time with {threads} thread(s) each")
+            pool = ProcessPoolExecutor(min(workers, len(todo)), mp_context=multiprocessing.get_context("spawn"),
+                                       initializer=_init_worker, initargs=(threads,))
+        else:
+            bar.set_postfix_str(f"{len(todo)} runs to train on {type(executor).__name__}")
+            pool = contextlib.nullcontext(executor)
+        with pool as ex:
+            futures = {ex.submit(run, experiments[i], progress=False, **kw): i for i in todo}
             try:
                 for future in as_completed(futures):
                     i = futures[future]
@@ -180,11 +195,14 @@ def run_all(experiments: list[Experiment], workers: int | None = None, **kw) -> 
                     bar.set_postfix_str(f"done: {experiments[i].kind} {experiments[i].method} seed {experiments[i].seed}")
                     bar.update()
             except BrokenProcessPool as error:
-                pool.shutdown(wait=False, cancel_futures=True)
+                ex.shutdown(wait=False, cancel_futures=True)
                 raise RuntimeError("a run_all worker process died (its traceback is above, on stderr). "
                                    "Out of memory? Try fewer workers. " + _SPAWN_HINT) from error
             except BaseException:  # a failed run or Ctrl-C: start nothing new (runs in flight finish, or resume later)
-                pool.shutdown(wait=False, cancel_futures=True)
+                for future in futures:
+                    future.cancel()
+                if executor is None:  # a caller's executor is the caller's to shut down
+                    ex.shutdown(wait=False, cancel_futures=True)
                 raise
     bar.close()
     return results

@@ -253,3 +253,27 @@ def test_teachers_train_on_their_own_schedule(tmp_path, monkeypatch):
     short = run(Experiment("retinanet", "glamd", "smoke", epochs=1), **kw)
     assert short["teacher_run"] != teacher["run_dir"]
     assert _epoch_summaries(tmp_path / "runs" / short["teacher_run"]) == 1
+
+
+def test_a_sweep_on_a_dask_cluster_trains_each_run_once_and_matches_the_local_path(tmp_path):
+    """run_all(executor=...): a dask.distributed LocalCluster of 2 worker processes (one torch
+    thread each) against local workers (one thread each) -- the same runs, trained once, equal results."""
+    import torch
+    from distributed import Client, LocalCluster
+
+    from glamd_core.experiments import Experiment, run_all
+
+    sweep = [Experiment("retinanet", "teacher", "smoke"), Experiment("retinanet", "none", "smoke"),
+             Experiment("retinanet", "glamd", "smoke"), Experiment("retinanet", "global", "smoke")]
+    local = run_all(sweep, workers=2, runs_dir=tmp_path / "local", data_dir=tmp_path / "data")
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        client.run(torch.set_num_threads, 1)
+        remote = run_all(sweep, executor=client.get_executor(), runs_dir=tmp_path / "dask", data_dir=tmp_path / "data")
+    assert [r["run_dir"] for r in remote] == [r["run_dir"] for r in local]
+    for r, l in zip(remote, local):
+        assert _epoch_summaries(tmp_path / "dask" / r["run_dir"]) == SMOKE.train.epochs  # trained once
+        assert r["metrics"] == l["metrics"] and r["final_loss"] == l["final_loss"]
+    assert sorted(p.name for p in (tmp_path / "dask").iterdir() if p.is_dir()) == sorted(r["run_dir"] for r in local)
+    with pytest.raises(TypeError, match="concurrent.futures.Executor"):
+        run_all(sweep, executor=object())
