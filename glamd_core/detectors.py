@@ -1,9 +1,10 @@
-"""RetinaNet and Faster R-CNN on any timm backbone, via torchvision's detection models.
+"""RetinaNet, Faster R-CNN and Cascade R-CNN on any timm backbone, via torchvision's detection models.
 
 ``build_detector(kind, backbone, num_classes, **options)`` returns an unmodified torchvision
-``RetinaNet`` / ``FasterRCNN`` whose ``backbone`` is :class:`TimmFPN`: losses as a dict in train
-mode, detections in eval mode, and ``model.backbone`` / ``model.head`` (``model.rpn.head``) to hook
-for distillation.
+``RetinaNet`` / ``FasterRCNN`` (or our :class:`~glamd_core.cascade.CascadeRCNN`, a ``FasterRCNN``
+with cascaded RoI heads) whose ``backbone`` is :class:`TimmFPN`: losses as a dict in train mode,
+detections in eval mode, and ``model.backbone`` / ``model.head`` (``model.rpn.head``) to hook for
+distillation.
 """
 
 from __future__ import annotations
@@ -23,10 +24,12 @@ from torchvision.models.detection.retinanet import RetinaNetHead
 from torchvision.ops import FeaturePyramidNetwork, MultiScaleRoIAlign
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool, LastLevelP6P7
 
+from .cascade import CascadeRCNN
 from .files import read_checkpoint
 
-KINDS = ("retinanet", "faster_rcnn")
-TWO_STAGE_KINDS = ("faster_rcnn",)  # an RPN and RoI heads (distillation terms differ by stage count)
+KINDS = ("retinanet", "faster_rcnn", "cascade_rcnn")
+# an RPN and RoI heads (distillation terms differ by stage count)
+TWO_STAGE_KINDS = ("faster_rcnn", "cascade_rcnn")
 
 
 @dataclass
@@ -48,7 +51,8 @@ class DetectorOptions:
     fg_iou_thresh: float = 0.5
     bg_iou_thresh: float = 0.4
     box_loss: str = "l1"  # RetinaNet box regression loss: "l1" (paper) or "giou" (torchvision's v2 recipe)
-    # Faster R-CNN sampling sizes and proposal counts
+    # Faster / Cascade R-CNN sampling sizes and proposal counts (Cascade: every stage samples
+    # box_batch_size_per_image RoIs and has a box_representation_size head)
     rpn_batch_size_per_image: int = 256
     box_batch_size_per_image: int = 512
     rpn_pre_nms_top_n_train: int = 2000
@@ -133,8 +137,7 @@ def build_detector(kind: str, backbone: str, num_classes: int, pretrained: bool 
         raise ValueError(f"num_classes counts the background and must be >= 2, got {num_classes}")
     opts = DetectorOptions.from_kwargs(**options)
     common = dict(min_size=opts.image_size, max_size=max(opts.max_size, opts.image_size),
-                  image_mean=list(opts.image_mean), image_std=list(opts.image_std),
-                  detections_per_img=opts.detections_per_img)
+                  image_mean=list(opts.image_mean), image_std=list(opts.image_std))
     if kind == "retinanet":
         body = TimmFPN(backbone, opts.fpn_channels, opts.out_indices,
                        LastLevelP6P7(opts.fpn_channels, opts.fpn_channels), pretrained, backbone_checkpoint)
@@ -147,7 +150,7 @@ def build_detector(kind: str, backbone: str, num_classes: int, pretrained: bool 
         head.regression_head._loss_type = opts.box_loss  # how torchvision's own retinanet v2 builder sets it
         model = RetinaNet(body, num_classes, anchor_generator=anchors, head=head,
                           score_thresh=opts.score_thresh, fg_iou_thresh=opts.fg_iou_thresh,
-                          bg_iou_thresh=opts.bg_iou_thresh, **common)
+                          bg_iou_thresh=opts.bg_iou_thresh, detections_per_img=opts.detections_per_img, **common)
     else:
         body = TimmFPN(backbone, opts.fpn_channels, opts.out_indices, LastLevelMaxPool(), pretrained,
                        backbone_checkpoint)
@@ -156,18 +159,21 @@ def build_detector(kind: str, backbone: str, num_classes: int, pretrained: bool 
         anchors = _anchor_generator(strides, opts, (1.0,))
         names = [str(i) for i in range(len(body.strides))]
         roi_pool = MultiScaleRoIAlign(featmap_names=names, output_size=7, sampling_ratio=2)
-        box_head = TwoMLPHead(opts.fpn_channels * 7 * 7, opts.box_representation_size)
-        predictor = FastRCNNPredictor(opts.box_representation_size, num_classes)
-        model = FasterRCNN(
-            body, None, rpn_anchor_generator=anchors, box_roi_pool=roi_pool, box_head=box_head,
-            box_predictor=predictor,
+        two_stage = dict(
+            rpn_anchor_generator=anchors, box_roi_pool=roi_pool,
             rpn_batch_size_per_image=opts.rpn_batch_size_per_image,
             box_batch_size_per_image=opts.box_batch_size_per_image,
             rpn_pre_nms_top_n_train=opts.rpn_pre_nms_top_n_train,
             rpn_post_nms_top_n_train=opts.rpn_post_nms_top_n_train,
             rpn_pre_nms_top_n_test=opts.rpn_pre_nms_top_n_test,
             rpn_post_nms_top_n_test=opts.rpn_post_nms_top_n_test,
-            box_score_thresh=opts.score_thresh, **common)
+            box_score_thresh=opts.score_thresh, box_detections_per_img=opts.detections_per_img, **common)
+        if kind == "faster_rcnn":
+            box_head = TwoMLPHead(opts.fpn_channels * 7 * 7, opts.box_representation_size)
+            predictor = FastRCNNPredictor(opts.box_representation_size, num_classes)
+            model = FasterRCNN(body, None, box_head=box_head, box_predictor=predictor, **two_stage)
+        else:
+            model = CascadeRCNN(body, num_classes, representation_size=opts.box_representation_size, **two_stage)
     if checkpoint is not None:
         load_weights(model, checkpoint)
     return model

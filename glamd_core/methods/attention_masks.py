@@ -161,10 +161,16 @@ def roi_terms(d, spatial, temperature: float) -> tuple[torch.Tensor, torch.Tenso
         cls_idx = t_logits[:, 1:].argmax(dim=1) + 1
     rows = torch.arange(len(cls_idx), device=cls_idx.device)
     boxes = torch.cat(proposals)
-    s_sel = s_reg.reshape(len(rows), -1, 4)[rows, cls_idx]
+    s_sel = class_deltas(s_reg, rows, cls_idx)
     with torch.no_grad():
-        t_sel = t_reg.reshape(len(rows), -1, 4)[rows, cls_idx]
+        t_sel = class_deltas(t_reg, rows, cls_idx)
         t_boxes = d.teacher.roi_heads.box_coder.decode_single(t_sel, boxes)
     s_boxes = d.student.roi_heads.box_coder.decode_single(s_sel, boxes)
     return (L.softmax_distill_loss(s_logits, t_logits, weight, temperature),
             L.iou_distill_loss(s_boxes, t_boxes, weight))
+
+
+def class_deltas(reg: torch.Tensor, rows: torch.Tensor, cls_idx: torch.Tensor) -> torch.Tensor:
+    """Each RoI's box deltas for class ``cls_idx``; a class-agnostic head (Cascade R-CNN's) has one box."""
+    reg = reg.reshape(len(rows), -1, 4)
+    return reg[:, 0] if reg.shape[1] == 1 else reg[rows, cls_idx]
