@@ -11,11 +11,16 @@ def _name(req: str) -> str:
     return re.split(r"[<>=!~\[ ;]", req.strip(), maxsplit=1)[0].lower().replace("_", "-")
 
 
+def _installed_extras() -> list[str]:
+    """The extras environment.yml installs (``-e .[a,b]``); others (e.g. ``cluster``) stay optional."""
+    return re.search(r"-e \.\[([^\]]*)\]", (ROOT / "environment.yml").read_text()).group(1).split(",")
+
+
 def _pyproject_requirements() -> dict[str, str]:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     reqs = list(project["dependencies"])
-    for extra in project["optional-dependencies"].values():
-        reqs += extra
+    for extra in _installed_extras():
+        reqs += project["optional-dependencies"][extra]
     return {_name(r): r.replace(" ", "") for r in reqs}
 
 
