@@ -147,7 +147,7 @@ def test_where_a_run_lives_is_known_before_training(tmp_path):
     assert is_finished(exp, **kw) and is_finished(Experiment("retinanet", "teacher", "smoke"), **kw)
     assert not is_finished(Experiment("retinanet", "glamd", "smoke", seed=1, epochs=2), **kw)  # a new key
     profile = exp.resolved_profile()
-    assert runs.run_dir_of("retinanet", profile.student_backbone, profile, 1, distill=replace(exp.distill, method="glamd"),
+    assert runs.run_dir_of("retinanet", profile.student_backbone, profile, 1, distill=exp.distill_config(),
                            teacher_backbone=profile.teacher_backbone, **kw) == tmp_path / "runs" / r["run_dir"]
     assert runs.run_dir_of("retinanet", profile.teacher_backbone, profile, 0, **kw).name == r["teacher_run"]
 

@@ -101,6 +101,8 @@ sys.path.insert(0, {tests!r})
 from test_distill import _pair
 from test_teacher_cache import _images
 from glamd_core import teacher_cache
+torch.set_num_threads({threads})  # the parent's count: another count sums in another order (and an
+# earlier test's dask cluster may have left OMP_NUM_THREADS=1 in the environment we inherit)
 teacher, _ = _pair("retinanet")
 calls = []
 original = os.replace
@@ -116,7 +118,7 @@ teacher_cache.build_teacher_cache(teacher, _images(), sys.argv[1], batch_size=2,
 
 def test_teacher_cache_half_built_is_never_read(tmp_path):
     folder = tmp_path / "cache"
-    child = subprocess.run([sys.executable, "-c", _BUILD_CHILD.format(tests=str(REPO / "tests")), str(folder)],
+    child = subprocess.run([sys.executable, "-c", _BUILD_CHILD.format(tests=str(REPO / "tests"), threads=torch.get_num_threads()), str(folder)],
                            cwd=REPO, capture_output=True, text=True)
     assert child.returncode == -signal.SIGKILL, child.stderr
     assert len(list(folder.glob("*.pt"))) == 3 and not (folder / MARKER).exists()
