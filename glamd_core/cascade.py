@@ -121,6 +121,9 @@ class CascadeRoIHeads(nn.Module):
     def assign_targets_to_proposals(self, proposals, gt_boxes, gt_labels):
         return self.stages[0].assign_targets_to_proposals(proposals, gt_boxes, gt_labels)
 
+    def select_training_samples(self, proposals, targets):
+        return self.stages[0].select_training_samples(proposals, targets)
+
     def forward(self, features, proposals: list[torch.Tensor], image_shapes, targets=None):
         if self.training:
             return [], self._losses(features, proposals, image_shapes, targets)

@@ -26,6 +26,9 @@ from .teacher_cache import TeacherCache, TeacherOutputs, dense_outputs, fingerpr
 METHODS = ("none", "global", "local", "glamd", "uniform", "defeat")
 LOSS_FORMS = ("normalised", "reference")
 NOT_KEYED = ("teacher_cache",)  # DistillConfig fields that change speed, not results
+# Fields added after runs were cached: a run key holds them only when they differ from the value every
+# earlier run trained with, so those runs keep their keys.
+KEYED_WHEN_CHANGED = {"defeat_roi_sampling": "student"}
 
 
 @dataclass
@@ -67,6 +70,12 @@ class DistillConfig:
     defeat_adapter: str | None = None
     defeat_roi_pos_weight: float = 1.0  # RoI-class KL parts (two-stage, with distill_roi)
     defeat_roi_neg_weight: float = 1.0
+    # Whose RoIs the DeFeat RoI KL is computed on (two-stage, with distill_roi): "teacher" is DeFeat's
+    # official default (the teacher's RPN proposals at training-time counts, sampled by the teacher's
+    # RoI heads against the ground truth); "student" reuses the RoIs the student's own loss sampled (no
+    # second RPN pass or sampling; GLAMD's RoI terms use those too). Default "student": the released
+    # config leaves the RoI term off, and "student" is what every run before this option trained with.
+    defeat_roi_sampling: str = "student"
     # Read the teacher's outputs from the run cache's teacher-output cache (glamd_core.teacher_cache)
     # instead of running it. Speed only: results do not depend on it, so it is not part of a run's key.
     teacher_cache: bool = True
@@ -91,7 +100,7 @@ class DistillConfig:
             if not isinstance(value, bool) and not (value is None and name in _FORM_DEFAULTS["reference"]):
                 raise ValueError(f"DistillConfig.{name} must be True or False, got {value!r}")
         for name, choices in (("student_masks", ("raw", "adapted")), ("defeat_levels", ("by_size", "all")),
-                              ("defeat_adapter", ("3x3", "1x1"))):
+                              ("defeat_adapter", ("3x3", "1x1")), ("defeat_roi_sampling", ("student", "teacher"))):
             if getattr(self, name) is not None:
                 _check_choice(name, getattr(self, name), choices)
 
@@ -277,6 +286,28 @@ class Distiller(nn.Module):
                 t_heads.box_head(t_heads.box_roi_pool(self._t.features, proposals, image_sizes)))
         s_logits, s_reg = self._tap["roi"]
         return proposals, image_sizes, (s_logits, s_reg), (t_logits, t_reg)
+
+    def teacher_sampled_rois(self):
+        """DeFeat's official RoIs: the teacher's RPN proposals at training-time counts, sampled by the
+        teacher's RoI heads against the ground truth. Returns them with their labels, the student's
+        class logits and box deltas on them, and the teacher's. The student's RoI modules are called
+        through ``forward`` so its hooks keep the RoIs of its own loss."""
+        t, s = self.teacher, self.student
+        images, targets = self._tap["transformed"][0], self.targets()
+        with torch.no_grad():
+            t.rpn.train()  # training-time pre/post-NMS counts; the RPN holds no batch statistics
+            try:
+                proposals, _ = t.rpn(images, self._t.features, targets)
+            finally:
+                t.rpn.eval()
+            proposals, _, labels, _ = t.roi_heads.select_training_samples(proposals, targets)
+            t_heads = t.roi_heads
+            t_logits, t_reg = t_heads.box_predictor(
+                t_heads.box_head(t_heads.box_roi_pool(self._t.features, proposals, images.image_sizes)))
+        s_heads = s.roi_heads
+        pooled = s_heads.box_roi_pool.forward(self._tap["features"], proposals, images.image_sizes)
+        s_logits, s_reg = s_heads.box_predictor.forward(s_heads.box_head(pooled))
+        return proposals, labels, (s_logits, s_reg), (t_logits, t_reg)
 
     def roi_mask_weight(self, spatial: list[torch.Tensor], proposals, image_sizes) -> torch.Tensor:
         """A RoI's weight: the spatial mask averaged over the RoI (RoIAlign of the mask at the RoI's level)."""

@@ -21,7 +21,7 @@ import torch
 
 from .data import VOCDetection, ensure_dataset, eval_transforms, train_transforms
 from .detectors import TWO_STAGE_KINDS, build_detector
-from .distill import NOT_KEYED, DistillConfig, Distiller
+from .distill import KEYED_WHEN_CHANGED, NOT_KEYED, DistillConfig, Distiller
 from .engine import CHECKPOINT, train
 from .evaluation import evaluate
 from .files import atomic_write_text
@@ -217,7 +217,8 @@ def _distilled_run(kind: str, student_backbone: str, profile: Profile, distill: 
                    root: Path, teacher_run_dir: str) -> tuple[str, dict]:
     # Keyed by the resolved settings: DistillConfig() and the same values spelled out are one run.
     resolved = distill.resolved(two_stage=kind in TWO_STAGE_KINDS)
-    keyed = {k: v for k, v in asdict(resolved).items() if k not in NOT_KEYED}
+    keyed = {k: v for k, v in asdict(resolved).items()
+             if k not in NOT_KEYED and not (k in KEYED_WHEN_CHANGED and v == KEYED_WHEN_CHANGED[k])}
     config = {"what": "distilled", "kind": kind, "backbone": student_backbone, "teacher_run": teacher_run_dir,
               "distill": keyed} | _keyed_settings(profile, seed, root)
     return f"{kind}-{student_backbone}-{distill.method}-s{seed}", config

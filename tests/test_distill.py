@@ -180,3 +180,60 @@ def test_faster_rcnn_on_p2_to_p6_as_the_reference_distils_every_level(form, meth
     sum(losses.values()).backward()
     assert all(torch.isfinite(v) and v > 0 for k, v in losses.items() if k.startswith("distill_"))
     assert all(a.weight.grad is not None and a.weight.grad.abs().sum() > 0 for a in d.adapters)
+
+
+def test_defeat_teacher_sampled_rois_depend_on_the_teacher_only():
+    """defeat_roi_sampling="teacher" (DeFeat's official sampling): the RoIs of the KL come from the
+    teacher's RPN and sampler, so changing the student's RPN leaves them as they were (while the
+    student-sampled ones move), the student's own RoI taps are left alone, and gradients reach the
+    student's RoI head."""
+    teacher, student = _pair("faster_rcnn")
+    batch = _batch()
+
+    def rois(sampling):
+        torch.manual_seed(3)
+        d = Distiller(teacher, student, DistillConfig(method="defeat", distill_roi=True,
+                                                      defeat_roi_sampling=sampling)).train()
+        torch.manual_seed(4)
+        losses = d(*batch)
+        taps = [p.clone() for p in d._tap["proposals"]]
+        torch.manual_seed(5)
+        got = d.teacher_sampled_rois() if sampling == "teacher" else d.teacher_on_student_rois()
+        assert all(torch.equal(a, b) for a, b in zip(taps, d._tap["proposals"]))  # hooks bypassed
+        return got[0], losses
+
+    before, losses = rois("teacher")
+    student_before, _ = rois("student")
+    losses["distill_cls"].backward()
+    assert student.roi_heads.box_predictor.cls_score.weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in teacher.parameters())
+    # the teacher's sampler keeps its batch size per image (both images have enough proposals)
+    assert [len(p) for p in before] == [teacher.roi_heads.fg_bg_sampler.batch_size_per_image] * 2
+    with torch.no_grad():
+        for p in student.rpn.parameters():
+            p.mul_(-3.0)
+    after, _ = rois("teacher")
+    student_after, _ = rois("student")
+    assert all(torch.equal(a, b) for a, b in zip(before, after))
+    assert not all(a.shape == b.shape and torch.equal(a, b) for a, b in zip(student_before, student_after))
+
+
+def test_a_setting_added_later_keeps_earlier_runs_keys(tmp_path):
+    """defeat_roi_sampling came after runs were cached: at its old behaviour ("student") a run's key
+    is the key it always had; "teacher" is another run."""
+    from glamd_core import runs
+    from glamd_core.profiles import get_profile
+
+    profile = get_profile("smoke")
+
+    def where(**kw):
+        return runs.run_dir_of("faster_rcnn", profile.student_backbone, profile, 0, tmp_path,
+                               distill=DistillConfig("defeat", **kw), teacher_backbone=profile.teacher_backbone,
+                               data_dir=tmp_path / "data")
+
+    _, config = runs._distilled_run("faster_rcnn", profile.student_backbone, profile, DistillConfig("defeat"), 0,
+                                    tmp_path / "data", "teacher")
+    assert "defeat_roi_sampling" not in config["distill"] and "defeat_levels" in config["distill"]
+    assert where() == where(defeat_roi_sampling="student") != where(defeat_roi_sampling="teacher")
+    with pytest.raises(ValueError, match="defeat_roi_sampling"):
+        DistillConfig("defeat", defeat_roi_sampling="both")

@@ -9,7 +9,9 @@ config): every box marks ONE level, chosen by its size as in mmdetection's RoI-l
 k = floor(log2(sqrt((w + 1)(h + 1)) / 56 + 1e-6)) with k = 0 the stride-4 level; on it the cells
 ``[int(y1/s):int(y2/s), int(x1/s):int(x2/s)]`` (one cell for a box under a cell wide or tall); per
 level sum(d^2 m) / max(1, 2 C N_fg) and the same for the background, averaged over levels, weighted
-3 / 12; a 3x3 conv adapter with weights N(0, 1).fmod(2) * 1e-4; the RoI term is off (as released).
+3 / 12; a 3x3 conv adapter with weights N(0, 1).fmod(2) * 1e-4; the RoI term is off (as released;
+``distill_roi=True`` turns it on, on the teacher's sampled RoIs with ``defeat_roi_sampling="teacher"``
+as the official code samples them).
 Our Faster R-CNN has no stride-4 level, so boxes of k = 0 go to our finest level (stride 8).
 
 ``loss_form="normalised"`` -- ours: every box marks every level (a cell is foreground when its
@@ -61,12 +63,15 @@ class DeFeatDistillation(nn.Module):
             feature = sum(terms) / len(terms) if cfg.loss_form == "reference" else sum(terms)
             out["distill_feat"] = cfg.alpha * feature
         if cfg.beta and self.two_stage and cfg.distill_roi:
-            proposals, _, (s_logits, _), (t_logits, _) = d.teacher_on_student_rois()
-            with torch.no_grad():
-                targets = d.targets()
-                _, labels = d.student.roi_heads.assign_targets_to_proposals(
-                    proposals, [t["boxes"] for t in targets], [t["labels"] for t in targets])
-                positive = torch.cat(labels) > 0
+            if cfg.defeat_roi_sampling == "teacher":
+                _, labels, (s_logits, _), (t_logits, _) = d.teacher_sampled_rois()
+            else:
+                proposals, _, (s_logits, _), (t_logits, _) = d.teacher_on_student_rois()
+                with torch.no_grad():
+                    targets = d.targets()
+                    _, labels = d.student.roi_heads.assign_targets_to_proposals(
+                        proposals, [t["boxes"] for t in targets], [t["labels"] for t in targets])
+            positive = torch.cat(labels) > 0
             kl = [L.softmax_distill_loss(s_logits, t_logits, part.to(s_logits.dtype), cfg.roi_temperature)
                   for part in (positive, ~positive)]
             out["distill_cls"] = cfg.beta * (cfg.defeat_roi_pos_weight * kl[0] + cfg.defeat_roi_neg_weight * kl[1])
