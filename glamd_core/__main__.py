@@ -38,7 +38,9 @@ def main(argv: list[str] | None = None) -> None:
                             default=argparse.SUPPRESS, metavar=kind.__name__.upper(),
                             help=f"distillation setting (default: the profile's chosen setting for the kind "
                                  f"and method, else {shown})")
-    tr.add_argument("--voc-root", default=None, help="real VOC2007 root for the paper profile")
+    tr.add_argument("--data-root", default=None,
+                    help="real dataset root for the paper_voc / paper_coco profiles (else $GLAMD_VOC_ROOT / "
+                         "$GLAMD_COCO_ROOT, else data/VOCdevkit / data/coco)")
     rs = sub.add_parser("runs", help="list or clear cached runs in runs/")
     rs.add_argument("action", choices=["list", "clear"])
     rs.add_argument("--pattern", default=None, help="glob over run names, e.g. 'retinanet-*' (list: filter; "
@@ -76,7 +78,7 @@ def main(argv: list[str] | None = None) -> None:
             exp = Experiment(a.kind, a.method, a.profile, a.seed, a.student, a.teacher, distill)
         except ValueError as error:
             p.error(str(error))
-        print(json.dumps(run(exp, voc_root=a.voc_root), indent=2))
+        print(json.dumps(run(exp, data_root=a.data_root), indent=2))
 
 
 _FIELD_TYPES = {"str": str, "float": float, "int": int, "bool": bool}

@@ -12,14 +12,14 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .data import VOCDetection, eval_transforms
+from .data import DetectionDataset, eval_transforms
 from .detectors import build_detector
 from .distill import Distiller
 from .engine import CHECKPOINT
 from .experiments import Experiment, run
 from .files import read_checkpoint
 from .masks import global_spatial_mask, local_spatial_mask, patch_sums
-from .runs import DATA_DIR, RUNS_DIR, dataset_root, splits
+from .runs import DATA_DIR, RUNS_DIR, dataset_root, load_split
 
 
 @dataclass
@@ -30,18 +30,18 @@ class TrainedRun:
     adapters: nn.ModuleList | None  # distilled students: the student -> teacher adapters, per FPN level
     root: Path  # the dataset it was trained on
 
-    def dataset(self, role: str = "test") -> VOCDetection:
+    def dataset(self, role: str = "test") -> DetectionDataset:
         """The run's ``role`` split (``train`` / ``val`` / ``test``) as the detector is evaluated on it."""
-        return VOCDetection(self.root, splits(self.experiment.resolved_profile())[role], transforms=eval_transforms())
+        return load_split(self.experiment.resolved_profile(), self.root, role, eval_transforms())
 
 
-def load_run(exp: Experiment, runs_dir: Path = RUNS_DIR, data_dir: Path = DATA_DIR, voc_root=None) -> TrainedRun:
+def load_run(exp: Experiment, runs_dir: Path = RUNS_DIR, data_dir: Path = DATA_DIR, data_root=None) -> TrainedRun:
     """``exp``'s trained detector from the run cache (trained first if missing). A distilled run's
     checkpoint holds the whole Distiller, so its adapters come back with the student."""
-    result = run(exp, runs_dir, data_dir, voc_root)
+    result = run(exp, runs_dir, data_dir, data_root)
     profile = exp.resolved_profile()
-    root = dataset_root(profile, voc_root, data_dir)
-    num_classes = VOCDetection(root, splits(profile)["train"]).num_classes
+    root = dataset_root(profile, data_root, data_dir)
+    num_classes = load_split(profile, root, "train").num_classes
     state = read_checkpoint(Path(runs_dir) / result["run_dir"] / CHECKPOINT)["model"]
     if exp.method in ("teacher", "none"):
         backbone = exp.teacher_backbone if exp.method == "teacher" else exp.student_backbone
@@ -117,7 +117,7 @@ def sample_indices(n_total: int, n: int, seed: int = 0) -> list[int]:
 
 
 def error_bands_of_runs(experiments: list[Experiment], results: list[dict], runs_dir: Path = RUNS_DIR,
-                        data_dir: Path = DATA_DIR, voc_root=None, split: str = "test") -> tuple[pd.DataFrame, dict]:
+                        data_dir: Path = DATA_DIR, data_root=None, split: str = "test") -> tuple[pd.DataFrame, dict]:
     """:func:`~glamd_core.evaluation.error_analysis` of every run's saved ``split`` detections.
     Returns a long frame (kind, method, seed, band, AP in percent) and ``{run_dir: band frame}``."""
     import json
@@ -127,9 +127,9 @@ def error_bands_of_runs(experiments: list[Experiment], results: list[dict], runs
     rows, frames, truths = [], {}, {}
     for exp, r in zip(experiments, results):
         profile = exp.resolved_profile()
-        root = dataset_root(profile, voc_root, data_dir)
+        root = dataset_root(profile, data_root, data_dir)
         if root not in truths:
-            truths[root] = VOCDetection(root, splits(profile)[split]).coco_gt()
+            truths[root] = load_split(profile, root, split).coco_gt()
         path = Path(runs_dir) / r["run_dir"] / f"detections_{split}.json"
         frame = error_analysis(truths[root], json.loads(path.read_text()))
         frames[r["run_dir"]] = frame

@@ -28,6 +28,8 @@ import pandas as pd
 
 from .distill import DistillConfig
 from .experiments import Experiment
+from .profiles import get_profile
+from .runs import splits
 
 COMPARED_METHODS = ("global", "glamd", "defeat")
 GRID: tuple[tuple[str, float], ...] = (
@@ -37,6 +39,9 @@ GRID: tuple[tuple[str, float], ...] = (
 
 def grid_experiments(kinds, profile: str, seed: int = 0, methods=COMPARED_METHODS, grid=GRID) -> list[Experiment]:
     """Every (kind, method, grid point) at one seed; the same grid for every method."""
+    if "val" not in splits(get_profile(profile)):
+        raise ValueError(f"profile {profile!r} has no val split to choose settings on (real VOC / COCO: the "
+                         "paper profiles distil with the published settings); calibrate on a profile with one")
     return [Experiment(kind, method, profile, seed=seed, distill=DistillConfig(method, loss_form=form, alpha=alpha))
             for kind in kinds for method in methods for form, alpha in grid]
 

@@ -54,7 +54,7 @@ class Experiment:
 
     def resolved_profile(self) -> Profile:
         """The profile this experiment's run is trained with (a teacher's: its teacher schedule)."""
-        profile = get_profile(self.profile)
+        profile = get_profile(self.profile).for_kind(self.kind)
         profile = profile if self.epochs is None else profile.with_epochs(int(self.epochs))
         return profile.for_teacher() if self.method == "teacher" else profile
 
@@ -72,14 +72,14 @@ class Experiment:
         return self.teacher or self.resolved_profile().teacher_backbone
 
 
-def run(exp: Experiment, runs_dir: Path = RUNS_DIR, data_dir: Path = DATA_DIR, voc_root=None,
+def run(exp: Experiment, runs_dir: Path = RUNS_DIR, data_dir: Path = DATA_DIR, data_root=None,
         progress: bool | None = None) -> dict:
     """Train (or reuse) ``exp``; returns its ``eval.json`` plus the experiment's fields.
     ``progress`` overrides the profile's per-epoch progress bars (not part of the run's key)."""
     profile = exp.resolved_profile()
     if progress is not None:
         profile = profile.with_train(progress=progress)
-    kw = dict(runs_dir=runs_dir, voc_root=voc_root, data_dir=data_dir)
+    kw = dict(runs_dir=runs_dir, data_root=data_root, data_dir=data_dir)
     if _is_plain(exp):
         result = train_detector(exp.kind, _plain_backbone(exp), profile, exp.seed, **kw)
     else:
@@ -97,13 +97,13 @@ def _plain_backbone(exp: Experiment) -> str:
     return exp.teacher_backbone if exp.method == "teacher" else exp.student_backbone
 
 
-def is_finished(exp: Experiment, runs_dir: Path = RUNS_DIR, data_dir: Path = DATA_DIR, voc_root=None) -> bool:
+def is_finished(exp: Experiment, runs_dir: Path = RUNS_DIR, data_dir: Path = DATA_DIR, data_root=None) -> bool:
     """Whether ``exp``'s run is in the cache, found without training anything."""
     profile = exp.resolved_profile()
     if _is_plain(exp):
-        where = run_dir_of(exp.kind, _plain_backbone(exp), profile, exp.seed, runs_dir, voc_root, data_dir)
+        where = run_dir_of(exp.kind, _plain_backbone(exp), profile, exp.seed, runs_dir, data_root, data_dir)
     else:
-        where = run_dir_of(exp.kind, exp.student_backbone, profile, exp.seed, runs_dir, voc_root, data_dir,
+        where = run_dir_of(exp.kind, exp.student_backbone, profile, exp.seed, runs_dir, data_root, data_dir,
                            distill=exp.distill_config(), teacher_backbone=exp.teacher_backbone)
     return (where / "eval.json").exists()
 
@@ -176,7 +176,7 @@ def run_all(experiments: list[Experiment], workers: int | None = None, executor:
             todo.append(i)
     if todo:
         for i in todo:  # generate a missing synthetic dataset here, where its progress bar shows
-            dataset_root(experiments[i].resolved_profile(), kw.get("voc_root"), kw.get("data_dir", DATA_DIR))
+            dataset_root(experiments[i].resolved_profile(), kw.get("data_root"), kw.get("data_dir", DATA_DIR))
         todo.sort(key=lambda i: _stage(experiments[i]))
         threads = max(1, (os.cpu_count() or 1) // workers)
         if executor is None:

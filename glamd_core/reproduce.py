@@ -77,10 +77,11 @@ def run_baselines(profile: Profile, kinds=("retinanet", "faster_rcnn"), seeds=No
     t0 = time.perf_counter()
     rows = []
     for kind in kinds:
-        for role, backbone, role_seeds in (("teacher", profile.teacher_backbone, seeds[:1]),
-                                           ("student", profile.student_backbone, seeds)):
+        p = profile.for_kind(kind)
+        for role, backbone, role_seeds in (("teacher", p.teacher_backbone, seeds[:1]),
+                                           ("student", p.student_backbone, seeds)):
             for seed in role_seeds:
-                r = train_detector(kind, backbone, profile.for_teacher() if role == "teacher" else profile, seed,
+                r = train_detector(kind, backbone, p.for_teacher() if role == "teacher" else p, seed,
                                    runs_dir, data_dir=data_dir)
                 rows.append({"kind": kind, "role": role, "backbone": backbone, "seed": seed,
                              **{f"{k} {role}": round(100 * v, 2) for role in ("val", "test")

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import torch
 
-from .data import VOCDetection, ensure_dataset, eval_transforms, train_transforms
+from .data import DetectionDataset, VOCDetection, ensure_dataset, eval_transforms, train_transforms
+from .data.real import RealData
 from .detectors import TWO_STAGE_KINDS, build_detector
 from .distill import KEYED_WHEN_CHANGED, NOT_KEYED, DistillConfig, Distiller
 from .engine import CHECKPOINT, train
@@ -111,12 +112,17 @@ def try_exclusive(lock_file: Path, blocking: bool = False):
             handle.close()  # closing the last descriptor releases the flock
 
 
-def dataset_root(profile: Profile, voc_root: str | Path | None = None, data_dir: Path = DATA_DIR,
+def dataset_root(profile: Profile, data_root: str | Path | None = None, data_dir: Path = DATA_DIR,
                  generate: bool = True) -> Path:
-    """The profile's dataset on disk (generated on first use for synthetic profiles, unless
-    ``generate`` is false, which only names the folder)."""
-    if profile.data is None:
-        return Path(voc_root or Path(data_dir) / "VOCdevkit" / "VOC2007")
+    """The profile's dataset on disk: generated on first use for synthetic profiles (unless
+    ``generate`` is false, which only names the folder); for real data (``paper_*`` profiles)
+    ``data_root``, else the dataset's environment variable, else its folder under ``data_dir`` --
+    checked, with an error naming the expected layout, unless ``generate`` is false."""
+    if isinstance(profile.data, RealData):
+        root = profile.data.root(data_root, data_dir)
+        if generate:
+            profile.data.check(root)
+        return root
     spec = profile.data
     root = Path(data_dir) / f"synthetic-{config_key(asdict(spec))}"
     if not generate:
@@ -127,11 +133,39 @@ def dataset_root(profile: Profile, voc_root: str | Path | None = None, data_dir:
 
 def splits(profile: Profile) -> dict[str, str]:
     """The dataset split for each role: ``train``; ``val``, on which settings are chosen; ``test``,
-    held out, which every table reports. Real VOC2007 has no labelled split besides trainval and
-    test, so the ``paper`` profile has no ``val`` (its settings come from the ``cpu`` calibration)."""
-    if profile.data is not None:
-        return {"train": "train", "val": "val"} | ({"test": "test"} if profile.data.num_test else {})
-    return {"train": "trainval", "test": "test"}
+    held out, which every table reports. The paper profiles' real data has no val split (VOC2007's
+    labelled splits are trainval and test; COCO's test-dev has no public labels): their settings
+    are the published ones. A role of several splits is named by them joined with ``+``."""
+    if isinstance(profile.data, RealData):
+        return {role: "+".join(names) for role, names in profile.data.splits.items()}
+    return {"train": "train", "val": "val"} | ({"test": "test"} if profile.data.num_test else {})
+
+
+def load_split(profile: Profile, root: Path, role: str, transforms=None, skip_ignored: bool = False) -> DetectionDataset:
+    """The dataset playing ``role`` (``train`` / ``val`` / ``test``) in this profile."""
+    if isinstance(profile.data, RealData):
+        return profile.data.load(root, role, transforms, skip_ignored)
+    return VOCDetection(root, splits(profile)[role], transforms=transforms, skip_ignored=skip_ignored)
+
+
+def backbone_weights(backbone: str) -> Path:
+    """The local ImageNet checkpoint of timm ``backbone`` for profiles with ``pretrained_backbones``:
+    ``$GLAMD_WEIGHTS/<backbone>.safetensors`` (or ``.pth`` / ``.bin``), default folder ``weights/``.
+    Nothing is downloaded; a missing file is an error saying what to put where."""
+    folder = Path(os.environ.get("GLAMD_WEIGHTS", REPO_ROOT / "weights"))
+    candidates = [folder / f"{backbone}{ext}" for ext in (".safetensors", ".pth", ".bin")]
+    for path in candidates:
+        if path.is_file():
+            return path
+    raise FileNotFoundError(
+        f"ImageNet weights for the timm backbone {backbone!r} not found (looked for {', '.join(map(str, candidates))}). "
+        f"This machine cannot download them: fetch the timm model '{backbone}' (its model.safetensors on the "
+        f"Hugging Face hub, e.g. timm/{backbone}.*) elsewhere and save it as {candidates[0]}, or point the "
+        "environment variable GLAMD_WEIGHTS at the folder holding <backbone>.safetensors files.")
+
+
+def _backbone_options(profile: Profile, backbone: str) -> dict:
+    return {"backbone_checkpoint": backbone_weights(backbone)} if profile.pretrained_backbones else {}
 
 
 def evaluation_splits(profile: Profile) -> list[str]:
@@ -157,10 +191,8 @@ def _run(name: str, config: dict, build, profile: Profile, cfg, root: Path, runs
 def _train_and_evaluate(run_dir: Path, config: dict, build, profile: Profile, cfg, root: Path) -> dict:
     done = run_dir / "eval.json"
     try:  # everything that can fail on a bad setting or bad data, before anything is written
-        names = splits(profile)
-        train_ds = VOCDetection(root, names["train"], transforms=train_transforms(), skip_ignored=True)
-        eval_sets = {role: VOCDetection(root, names[role], transforms=eval_transforms())
-                     for role in evaluation_splits(profile)}
+        train_ds = load_split(profile, root, "train", train_transforms(), skip_ignored=True)
+        eval_sets = {role: load_split(profile, root, role, eval_transforms()) for role in evaluation_splits(profile)}
         torch.manual_seed(cfg.seed)  # model initialisation
         trainable, detector = build(train_ds.num_classes)
     except BaseException:
@@ -187,13 +219,13 @@ def _train_and_evaluate(run_dir: Path, config: dict, build, profile: Profile, cf
 
 
 def train_detector(kind: str, backbone: str, profile: Profile, seed: int = 0, runs_dir: Path = RUNS_DIR,
-                   voc_root: str | Path | None = None, data_dir: Path = DATA_DIR) -> dict:
+                   data_root: str | Path | None = None, data_dir: Path = DATA_DIR) -> dict:
     """Train (or reuse) one plain detector and evaluate it; returns ``eval.json``'s content."""
-    root = dataset_root(profile, voc_root, data_dir)
+    root = dataset_root(profile, data_root, data_dir)
     name, config = _detector_run(kind, backbone, profile, seed, root)
 
     def build(num_classes):
-        model = build_detector(kind, backbone, num_classes, **profile.detector)
+        model = build_detector(kind, backbone, num_classes, **profile.detector, **_backbone_options(profile, backbone))
         return model, model
 
     return _run(name, config, build, profile, profile.with_train(seed=seed).train, root, runs_dir)
@@ -203,8 +235,9 @@ def _keyed_settings(profile: Profile, seed: int, root: Path) -> dict:
     """What every run's key covers besides its own fields (the seed through "train"; not what leaves
     training unchanged: progress bars, gradient-norm logging)."""
     cfg = profile.with_train(seed=seed).train
-    return {"detector": profile.detector, "train": asdict(cfg) | {"progress": None, "grad_norm_every": None},
-            "data": _data_name(root)}
+    keyed = {"detector": profile.detector, "train": asdict(cfg) | {"progress": None, "grad_norm_every": None},
+             "data": _data_name(root)}
+    return keyed | ({"pretrained_backbones": True} if profile.pretrained_backbones else {})  # cpu keys as before
 
 
 def _detector_run(kind: str, backbone: str, profile: Profile, seed: int, root: Path) -> tuple[str, dict]:
@@ -230,29 +263,29 @@ def _teacher_seed(profile: Profile, teacher_seed: int | None) -> int:
 
 
 def run_dir_of(kind: str, backbone: str, profile: Profile, seed: int = 0, runs_dir: Path = RUNS_DIR,
-               voc_root: str | Path | None = None, data_dir: Path = DATA_DIR, distill: DistillConfig | None = None,
+               data_root: str | Path | None = None, data_dir: Path = DATA_DIR, distill: DistillConfig | None = None,
                teacher_backbone: str | None = None, teacher_seed: int | None = None) -> Path:
     """Where :func:`train_detector` (``distill`` None) or :func:`train_distilled` keeps this run,
     computed without training or generating anything: ``(run_dir / "eval.json").exists()`` tells
     whether it is finished."""
-    root = dataset_root(profile, voc_root, data_dir, generate=False)
+    root = dataset_root(profile, data_root, data_dir, generate=False)
     if distill is None:
         name, config = _detector_run(kind, backbone, profile, seed, root)
     else:
         teacher = run_dir_of(kind, teacher_backbone, profile.for_teacher(), _teacher_seed(profile, teacher_seed),
-                             runs_dir, voc_root, data_dir)
+                             runs_dir, data_root, data_dir)
         name, config = _distilled_run(kind, backbone, profile, distill, seed, root, teacher.name)
     return Path(runs_dir) / f"{name}-{config_key(config)}"
 
 
 def train_distilled(kind: str, teacher_backbone: str, student_backbone: str, profile: Profile,
                     distill: DistillConfig, seed: int = 0, runs_dir: Path = RUNS_DIR,
-                    voc_root: str | Path | None = None, data_dir: Path = DATA_DIR, teacher_seed: int | None = None) -> dict:
+                    data_root: str | Path | None = None, data_dir: Path = DATA_DIR, teacher_seed: int | None = None) -> dict:
     """Train (or reuse) the teacher, then a student distilled from it; evaluates the student."""
     _check_distillable(kind, teacher_backbone, student_backbone, profile, distill)
     teacher_run = train_detector(kind, teacher_backbone, profile.for_teacher(), _teacher_seed(profile, teacher_seed),
-                                 runs_dir, voc_root, data_dir)
-    root = dataset_root(profile, voc_root, data_dir)
+                                 runs_dir, data_root, data_dir)
+    root = dataset_root(profile, data_root, data_dir)
     name, config = _distilled_run(kind, student_backbone, profile, distill, seed, root, teacher_run["run_dir"])
 
     teacher_dir = Path(runs_dir) / teacher_run["run_dir"]
@@ -260,7 +293,8 @@ def train_distilled(kind: str, teacher_backbone: str, student_backbone: str, pro
     def build(num_classes):
         teacher = build_detector(kind, teacher_backbone, num_classes, **profile.detector,
                                  checkpoint=teacher_dir / CHECKPOINT)
-        student = build_detector(kind, student_backbone, num_classes, **profile.detector)
+        student = build_detector(kind, student_backbone, num_classes, **profile.detector,
+                                 **_backbone_options(profile, student_backbone))
         cache = None
         if distill.teacher_cache and distill.method != "none":
             cache = teacher_cache_of(teacher, teacher_dir, root, splits(profile)["train"], profile)
@@ -274,8 +308,8 @@ def train_distilled(kind: str, teacher_backbone: str, student_backbone: str, pro
 class _TrainingImages:
     """A split's images as the training transform makes them before its random flip (float, [0, 1])."""
 
-    def __init__(self, root: Path, split: str):
-        self.dataset = VOCDetection(root, split, transforms=eval_transforms())
+    def __init__(self, profile: Profile, root: Path):
+        self.dataset = load_split(profile, root, "train", eval_transforms())
 
     def __len__(self):
         return len(self.dataset)
@@ -295,7 +329,7 @@ def teacher_cache_of(teacher, teacher_dir: Path, root: Path, split: str, profile
     with exclusive(folder.parent / f".{folder.name}.lock"):
         if (folder / CACHE_MARKER).is_file():
             return TeacherCache(folder)
-        cache = build_teacher_cache(teacher, _TrainingImages(root, split), folder, profile.train.batch_size,
+        cache = build_teacher_cache(teacher, _TrainingImages(profile, root), folder, profile.train.batch_size,
                                     progress=profile.train.progress)
     print(f"teacher cache built: {cache.entries} entries (images x 2 flips), {cache.bytes / 2**20:.0f} MB in {folder}")
     return cache

@@ -23,6 +23,8 @@ def test_every_method_gets_the_same_grid():
     assert len({tuple(v) for v in points.values()}) == 1  # identical lists
     assert len(next(iter(points.values()))) == len(C.GRID) == len(set(C.GRID))
     assert all(e.distill_config().method == e.method for e in exps)
+    with pytest.raises(ValueError, match="no val split"):  # real VOC / COCO: nothing to choose on
+        C.grid_experiments(["retinanet"], "paper_coco")
 
 
 def _grid_frame(split="val"):
@@ -74,7 +76,7 @@ def test_profile_settings_reach_experiments_and_the_cli(monkeypatch):
     assert explicit.distill_config() == DistillConfig("glamd", alpha=0.5)  # given settings win whole
 
     seen = []
-    monkeypatch.setattr(experiments, "run", lambda exp, voc_root=None: seen.append(exp) or {})
+    monkeypatch.setattr(experiments, "run", lambda exp, data_root=None: seen.append(exp) or {})
     cli(["run", "--profile", "smoke", "--method", "glamd", "--patch-size", "3"])
     cli(["run", "--profile", "smoke", "--method", "defeat", "--alpha", "2"])
     assert seen[0].distill_config() == DistillConfig("glamd", loss_form="reference", alpha=3.0, patch_size=3)

@@ -56,9 +56,9 @@ def test_baselines_table_and_manifest(tmp_path):
 
 
 def test_profiles_are_data_and_unknown_names_fail():
-    assert {"smoke", "cpu", "paper"} <= set(PROFILES)
+    assert {"smoke", "cpu", "paper_voc", "paper_coco"} <= set(PROFILES)
     assert PROFILES["cpu"].data.num_train > PROFILES["smoke"].data.num_train
-    assert PROFILES["paper"].data is None
+    assert {PROFILES["paper_voc"].data.layout, PROFILES["paper_coco"].data.layout} == {"voc", "coco"}
     with pytest.raises(ValueError, match="unknown profile 'fast'"):
         get_profile("fast")
     with pytest.raises(SystemExit):
@@ -118,10 +118,10 @@ def test_run_cli_builds_the_experiment_it_is_given(monkeypatch, capsys):
     from glamd_core import experiments
 
     seen = []
-    monkeypatch.setattr(experiments, "run", lambda exp, voc_root=None: seen.append((exp, voc_root)) or {"AP": 0.5})
+    monkeypatch.setattr(experiments, "run", lambda exp, data_root=None: seen.append((exp, data_root)) or {"AP": 0.5})
     cli(["run", "--profile", "smoke", "--kind", "faster_rcnn", "--method", "glamd", "--seed", "2",
          "--student", "resnet10t", "--alpha", "0.5", "--patch-size", "3", "--distill-roi", "false"])
-    (exp, voc_root), = seen
+    (exp, data_root), = seen
     assert (exp.kind, exp.method, exp.profile, exp.seed, exp.student, exp.teacher) == \
         ("faster_rcnn", "glamd", "smoke", 2, "resnet10t", None)
     assert (exp.distill.alpha, exp.distill.beta, exp.distill.patch_size, exp.distill.distill_roi) == (0.5, 1.0, 3, False)
@@ -185,7 +185,7 @@ def test_default_workers_and_bad_worker_counts():
 
     assert default_workers([Experiment("retinanet", "none", "smoke")]) == 1
     assert default_workers([Experiment("retinanet", "none", "cpu")]) == max(1, min(4, os.cpu_count() or 1))
-    assert default_workers([Experiment("retinanet", "none", "paper")]) == 1  # GPU profile
+    assert default_workers([Experiment("retinanet", "none", "paper_coco")]) == 1  # GPU profile
     with pytest.raises(ValueError, match="workers must be at least 1"):
         run_all([], workers=0)
     with pytest.raises(ValueError, match="epochs must be a positive integer"):

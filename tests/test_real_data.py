@@ -1,0 +1,117 @@
+"""The paper profiles' path through the run cache: real VOC (07+12) and COCO layouts, found by
+parameter / environment variable, ImageNet backbones from local files, per-kind settings."""
+
+import json
+import os
+import shutil
+from dataclasses import replace
+
+import pytest
+import timm
+import torch
+
+from glamd_core import profiles, runs
+from glamd_core.data import SyntheticSpec, generate
+from glamd_core.experiments import Experiment, run
+from glamd_core.profiles import PROFILES, get_profile
+
+SMOKE = get_profile("smoke")
+
+
+def _voc_devkit(root, tmp_path):
+    """VOCdevkit/VOC2007 (trainval, test) and VOC2012 (trainval) from two tiny synthetic sets."""
+    for year, seed, splits in (("VOC2007", 1, {"trainval": "train", "test": "test"}), ("VOC2012", 2, {"trainval": "train"})):
+        src = generate(tmp_path / f"src{year}", SyntheticSpec(num_train=6, num_val=0, num_test=4, image_size=64,
+                                                              seed=seed), progress=False)
+        shutil.copytree(src, root / year)
+        for name, split in splits.items():
+            if name != split:
+                shutil.copy(root / year / "ImageSets" / "Main" / f"{split}.txt",
+                            root / year / "ImageSets" / "Main" / f"{name}.txt")
+    return root
+
+
+def _coco(root, tmp_path):
+    """coco/annotations/instances_{train,val}2017.json with train2017/ and val2017/ image folders."""
+    src = generate(tmp_path / "srccoco", SyntheticSpec(num_train=8, num_val=4, num_test=0, image_size=64, seed=3),
+                   progress=False)
+    (root / "annotations").mkdir(parents=True)
+    for split, name in (("train", "train2017"), ("val", "val2017")):
+        shutil.copy(src / "annotations" / f"instances_{split}.json", root / "annotations" / f"instances_{name}.json")
+        os.symlink(src / "JPEGImages", root / name)
+    return root
+
+
+def _tiny(name):
+    """The paper profile ``name`` at smoke size on CPU: its data spec, splits and weights path unchanged."""
+    paper = get_profile(name)
+    return replace(paper, name=f"tiny_{name}", detector=SMOKE.detector, train=SMOKE.train,
+                   teacher_backbone=SMOKE.teacher_backbone, student_backbone=SMOKE.student_backbone, by_kind={})
+
+
+def _weights(folder, *names):
+    folder.mkdir(exist_ok=True)
+    for name in names:
+        torch.manual_seed(7)
+        torch.save(timm.create_model(name, pretrained=False).state_dict(), folder / f"{name}.pth")
+    return folder
+
+
+@pytest.mark.parametrize("name,make,count", [("paper_voc", _voc_devkit, 12), ("paper_coco", _coco, 8)])
+def test_a_paper_profile_trains_and_distils_on_its_real_layout(tmp_path, monkeypatch, name, make, count):
+    root = make(tmp_path / "dataset", tmp_path)
+    monkeypatch.setitem(PROFILES, f"tiny_{name}", _tiny(name))
+    monkeypatch.setenv("GLAMD_WEIGHTS", str(_weights(tmp_path / "weights", "resnet18", "resnet10t")))
+    monkeypatch.setenv(get_profile(name).data.env, str(root))  # found by its environment variable
+    kw = dict(runs_dir=tmp_path / "runs", data_dir=tmp_path / "data")
+    profile = get_profile(f"tiny_{name}")
+    assert runs.load_split(profile, root, "train").__len__() == count  # VOC: 6 + 6 trainval images, 07+12
+    teacher = run(Experiment("retinanet", "teacher", f"tiny_{name}"), **kw)
+    student = run(Experiment("retinanet", "glamd", f"tiny_{name}"), **kw)
+    for r in (teacher, student):
+        assert set(r["metrics"]) == {"test"}  # no val split in real data; test is reported
+        assert 0 <= r["metrics"]["test"]["AP"] <= 1
+    config = json.loads((tmp_path / "runs" / student["run_dir"] / "config.json").read_text())
+    assert config["data"] == str(root) and config["pretrained_backbones"] is True
+    # the same run through an explicit data_root: the same key
+    assert run(Experiment("retinanet", "glamd", f"tiny_{name}"), data_root=root, **kw)["run_dir"] == student["run_dir"]
+
+
+def test_the_student_starts_from_the_local_imagenet_weights(tmp_path, monkeypatch):
+    monkeypatch.setenv("GLAMD_WEIGHTS", str(_weights(tmp_path / "weights", "resnet10t")))
+    saved = torch.load(tmp_path / "weights" / "resnet10t.pth")
+    model = runs.build_detector("retinanet", "resnet10t", 3, **SMOKE.detector,
+                                **runs._backbone_options(replace(SMOKE, pretrained_backbones=True), "resnet10t"))
+    body = model.backbone.body.state_dict()
+    assert torch.equal(body["conv1.0.weight"], saved["conv1.0.weight"])
+    assert runs._backbone_options(SMOKE, "resnet10t") == {}  # profiles without pretrained backbones
+
+
+def test_missing_real_data_and_weights_say_what_to_put_where(tmp_path, monkeypatch):
+    monkeypatch.delenv("GLAMD_COCO_ROOT", raising=False)
+    monkeypatch.delenv("GLAMD_VOC_ROOT", raising=False)
+    with pytest.raises(FileNotFoundError, match="(?s)COCO dataset not found.*instances_train2017.json.*GLAMD_COCO_ROOT"):
+        runs.dataset_root(get_profile("paper_coco"), data_dir=tmp_path)
+    with pytest.raises(FileNotFoundError, match="(?s)VOC2012.*trainval.txt.*data_root"):
+        runs.dataset_root(get_profile("paper_voc"), data_root=tmp_path / "VOCdevkit")
+    # naming where a run would live needs no data
+    assert runs.dataset_root(get_profile("paper_voc"), data_dir=tmp_path, generate=False) == tmp_path / "VOCdevkit"
+    monkeypatch.setenv("GLAMD_WEIGHTS", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match=f"(?s)resnet50.*{tmp_path}/resnet50.safetensors.*GLAMD_WEIGHTS"):
+        runs.backbone_weights("resnet50")
+
+
+def test_paper_profiles_as_data():
+    voc, coco = get_profile("paper_voc"), get_profile("paper_coco")
+    assert runs.splits(voc) == {"train": "VOC2007/trainval+VOC2012/trainval", "test": "VOC2007/test"}
+    assert runs.splits(coco) == {"train": "train2017", "test": "val2017"}
+    assert (voc.teacher_backbone, voc.student_backbone) == ("resnet34", "resnet18")
+    # per kind: RetinaNet's ResNeXt101 teacher at mmdetection's RetinaNet lr; the R-CNNs' ResNet101 at 0.02
+    assert Experiment("retinanet", "teacher", "paper_coco").teacher_backbone == "resnext101_64x4d"
+    assert Experiment("retinanet", "none", "paper_coco").resolved_profile().train.lr == 0.01
+    for kind in ("faster_rcnn", "cascade_rcnn"):
+        exp = Experiment(kind, "glamd", "paper_coco")
+        assert (exp.teacher_backbone, exp.student_backbone, exp.resolved_profile().train.lr) == ("resnet101", "resnet50", 0.02)
+        assert exp.distill_config().loss_form == "reference"  # no val split to tune on: the published form
+    assert coco.detector["image_size"] == 800 and coco.detector["max_size"] == 1333
+    assert profiles.PROFILES["cpu"].for_kind("retinanet") is profiles.PROFILES["cpu"]
