@@ -21,6 +21,7 @@ def main(argv: list[str] | None = None) -> None:
     rep.add_argument("--workers", type=_positive_int, default=None,
                      help="runs trained at once in parallel processes (default: one per CPU core, up to 4, on "
                      "CPU profiles; 1 for smoke and GPU profiles)")
+    rep.add_argument("--data-root", default=None, help="real dataset root for the paper_voc / paper_coco profiles")
     tr = sub.add_parser("run", help="train (or fetch from runs/) and evaluate one experiment: a teacher, a "
                         "student alone, or a distilled student")
     tr.add_argument("--profile", default="cpu", choices=sorted(PROFILES))
@@ -51,7 +52,7 @@ def main(argv: list[str] | None = None) -> None:
     if a.command == "reproduce":
         from .reproduce import reproduce
 
-        for out in reproduce(a.profile, a.names, a.workers):
+        for out in reproduce(a.profile, a.names, a.workers, a.data_root):
             print("executed", out)
         return
     if a.command == "runs":

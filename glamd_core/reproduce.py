@@ -15,15 +15,18 @@ from pathlib import Path
 import pandas as pd
 
 from .experiments import results_dir, write_results
-from .profiles import Profile
-from .runs import DATA_DIR, REPO_ROOT, RUNS_DIR, train_detector
+from .profiles import Profile, get_profile
+from .runs import DATA_DIR, REPO_ROOT, RUNS_DIR, splits, train_detector
 
 
-def reproduce(profile: str = "cpu", names=(), workers: int | None = None) -> list[Path]:
+def reproduce(profile: str = "cpu", names=(), workers: int | None = None, data_root: str | None = None) -> list[Path]:
     """Every notebook under ``notebooks/`` (or the ``names`` given) executed with papermill at
     ``profile``, training ``workers`` runs at once (None: the notebooks' default); returns the
-    executed copies (``results/<name>/<name>.ipynb``)."""
-    return run_notebooks(names, profile, workers)
+    executed copies (``results/<name>/<name>.ipynb``). A profile without a val split (real data)
+    skips the calibration notebook unless it is named: there is nothing to choose on."""
+    if not names and "val" not in splits(get_profile(profile)):
+        names = [p for p in notebook_paths() if p.stem != "00_calibration"]
+    return run_notebooks(names, profile, workers, data_root)
 
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
@@ -45,13 +48,15 @@ def notebook_paths(names=()) -> list[Path]:
     return paths
 
 
-def run_notebooks(names=(), profile: str = "cpu", workers: int | None = None) -> list[Path]:
+def run_notebooks(names=(), profile: str = "cpu", workers: int | None = None,
+                  data_root: str | None = None) -> list[Path]:
     """Execute each notebook with ``-p profile <profile>`` (and ``-p workers <workers>`` when
     given: how many runs each trains at once); the executed copy is saved beside its results as
     ``results/<name>/<name>.ipynb`` (``results/_smoke/...`` for smoke)."""
     import papermill
 
-    parameters = {"profile": profile} | ({} if workers is None else {"workers": int(workers)})
+    parameters = ({"profile": profile} | ({} if workers is None else {"workers": int(workers)})
+                  | ({} if data_root is None else {"data_root": str(data_root)}))
     outs = []
     for path in notebook_paths(names):
         # papermill saves the notebook after every cell: run it beside results/<name>/ and move it in

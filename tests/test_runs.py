@@ -112,6 +112,14 @@ def test_reproduce_cli_runs_every_notebook_with_the_profile_parameter(monkeypatc
         cli(["reproduce", "--workers", "0"])
     with pytest.raises(FileNotFoundError, match="no notebook 'nope'"):
         cli(["reproduce", "--profile", "smoke", "nope"])
+    # real data: the data root reaches the notebooks; calibration (nothing to choose on) is skipped unless named
+    from glamd_core import reproduce as R
+    asked = []
+    monkeypatch.setattr(R, "run_notebooks", lambda names, profile, workers, data_root: asked.append((names, data_root)) or [])
+    cli(["reproduce", "--profile", "paper_voc", "--data-root", "/data/VOCdevkit"])
+    names, data_root = asked[-1]
+    assert data_root == "/data/VOCdevkit" and [p.name for p in names] == [p.name for p in notebooks[1:]]
+    assert notebooks[0].stem == "00_calibration"
 
 
 def test_run_cli_builds_the_experiment_it_is_given(monkeypatch, capsys):
