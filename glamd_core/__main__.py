@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from dataclasses import asdict, fields, replace
 
 from .detectors import KINDS
@@ -79,7 +80,9 @@ def main(argv: list[str] | None = None) -> None:
             exp = Experiment(a.kind, a.method, a.profile, a.seed, a.student, a.teacher, distill)
         except ValueError as error:
             p.error(str(error))
-        print(json.dumps(run(exp, data_root=a.data_root), indent=2))
+        result = run(exp, data_root=a.data_root)  # under torchrun: one DDP run over every rank
+        if os.environ.get("RANK", "0") == "0":
+            print(json.dumps(result, indent=2))
 
 
 _FIELD_TYPES = {"str": str, "float": float, "int": int, "bool": bool}

@@ -34,6 +34,11 @@ from .files import atomic_save, atomic_write_text, read_checkpoint
 CHECKPOINT = "last.pt"
 
 
+# TrainConfig fields added after runs were cached: a run key holds them only when they differ from
+# these values (the behaviour every earlier run trained with), so those runs keep their keys.
+TRAIN_KEYED_WHEN_CHANGED = {"amp_dtype": "float16", "sync_bn": False}
+
+
 @dataclass
 class TrainConfig:
     epochs: int = 12
@@ -51,7 +56,9 @@ class TrainConfig:
     seed: int = 0
     num_workers: int = 0  # on 2 CPU cores, loader workers steal compute from the model
     device: str = "cpu"
-    amp: bool = False  # CUDA only: float16 autocast + GradScaler
+    amp: bool = False  # mixed precision: autocast in amp_dtype (float16 with a GradScaler, CUDA only; bfloat16 also on CPU)
+    amp_dtype: str = "float16"  # "float16" | "bfloat16"
+    sync_bn: bool = False  # under DDP on GPUs, batch statistics over every replica's images (SyncBatchNorm)
     log_every: int = 20
     # Every this many iterations of an epoch (and at its first), log the gradient norm that the
     # detection loss and each distillation term put on the student's backbone + FPN: the loss
@@ -66,6 +73,8 @@ class TrainConfig:
             raise ValueError(f"schedule must be 'cosine', 'step' or 'constant', got {self.schedule!r}")
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError("epochs and batch_size must be >= 1")
+        if self.amp_dtype not in ("float16", "bfloat16"):
+            raise ValueError(f"amp_dtype must be 'float16' or 'bfloat16', got {self.amp_dtype!r}")
         if self.grad_norm_every is not None and (isinstance(self.grad_norm_every, bool)
                                                  or not isinstance(self.grad_norm_every, int) or self.grad_norm_every < 1):
             raise ValueError(f"grad_norm_every must be a positive integer or None, got {self.grad_norm_every!r}")
@@ -150,8 +159,9 @@ def train(model: nn.Module, dataset: Dataset, cfg: TrainConfig, out_dir: str | P
     iters_per_epoch = math.ceil(len(dataset) / (cfg.batch_size * world))
     total = iters_per_epoch * cfg.epochs
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: lr_factor(it, total, cfg))
-    use_amp = cfg.amp and device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    amp_dtype = getattr(torch, cfg.amp_dtype)
+    use_amp = cfg.amp and (device.type == "cuda" or amp_dtype == torch.bfloat16)
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)  # bfloat16 needs none
 
     start_epoch, summary = 0, {}
     ckpt_path = out_dir / CHECKPOINT
@@ -168,6 +178,11 @@ def train(model: nn.Module, dataset: Dataset, cfg: TrainConfig, out_dir: str | P
         _set_rng_state(ckpt["rng"])
         start_epoch, summary = ckpt["epoch"] + 1, ckpt.get("summary", {})
     if world > 1:
+        if cfg.sync_bn:
+            if device.type != "cuda":  # torch's SyncBatchNorm under DDP works on GPU modules only
+                raise ValueError("TrainConfig.sync_bn needs CUDA devices (torch's SyncBatchNorm runs on GPU "
+                                 "modules only); turn it off for CPU training")
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # in place below the root
         model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
     if rank == 0:
@@ -190,7 +205,7 @@ def train(model: nn.Module, dataset: Dataset, cfg: TrainConfig, out_dir: str | P
                    leave=False)
         for i, (images, targets) in enumerate(bar):
             images, targets = to_device(images, targets, device)
-            with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
                 losses = model(images, targets)
             weighted = {k: v * (loss_weights or {}).get(k, 1.0) for k, v in losses.items()}
             loss = sum(weighted.values())

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 from torchvision.ops import box_iou
 from tqdm.auto import tqdm
 
@@ -22,15 +22,30 @@ COCO_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 @torch.no_grad()
 def predict(model, dataset: DetectionDataset, batch_size: int = 8, device: str = "cpu",
             progress: bool = True) -> list[dict]:
-    """Per image: ``{"image_id", "boxes" (N x 4 XYXY), "scores", "labels"}`` as numpy arrays."""
+    """Per image: ``{"image_id", "boxes" (N x 4 XYXY), "scores", "labels"}`` as numpy arrays, in
+    dataset order. Under ``torch.distributed`` (torchrun) each rank predicts every world-th image and
+    every rank gets all of them back (gathered), so evaluation costs 1 / world of a single process."""
+    rank, world = _rank_and_world()
     model.eval().to(device)
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate)
+    indices = list(range(rank, len(dataset), world))
+    loader = DataLoader(Subset(dataset, indices), batch_size=batch_size, shuffle=False, collate_fn=collate)
     preds = []
-    for images, targets in tqdm(loader, desc="predict", disable=not progress, leave=False):
+    for images, targets in tqdm(loader, desc="predict", disable=not progress or rank != 0, leave=False):
         images, _ = to_device(images, targets, device)
         for out, tgt in zip(model(images), targets):
             preds.append({"image_id": tgt["image_id"], **{k: out[k].cpu().numpy() for k in ("boxes", "scores", "labels")}})
-    return preds
+    if world == 1:
+        return preds
+    shards = [None] * world
+    torch.distributed.all_gather_object(shards, list(zip(indices, preds)))
+    return [p for _, p in sorted((pair for shard in shards for pair in shard), key=lambda pair: pair[0])]
+
+
+def _rank_and_world() -> tuple[int, int]:
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
 
 
 def to_coco_results(preds: list[dict], dataset: DetectionDataset) -> list[dict]:
@@ -185,13 +200,14 @@ def voc07_map(dataset: DetectionDataset, preds: list[dict], iou_threshold: float
 
 def evaluate(model, dataset: DetectionDataset, batch_size: int = 8, device: str = "cpu",
              results_json: str | Path | None = None, progress: bool = True) -> dict[str, float]:
-    """COCO AP metrics and VOC07 mAP50 of ``model`` on ``dataset``; optionally save detections json.
+    """COCO AP metrics and VOC07 mAP50 of ``model`` on ``dataset``; optionally save detections json
+    (rank 0 writes it under torchrun; every rank returns the metrics of the whole dataset).
 
     The json is written before the detections are checked, so a broken model's output can be looked at.
     """
     preds = predict(model, dataset, batch_size, device, progress)
     results = to_coco_results(preds, dataset)
-    if results_json is not None:
+    if results_json is not None and _rank_and_world()[0] == 0:
         Path(results_json).write_text(json.dumps(results))
     metrics = coco_metrics(dataset.coco_gt(), results, source=dataset.source)
     metrics["VOC07_mAP50"] = voc07_map(dataset, preds)["mAP50"]

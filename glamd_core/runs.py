@@ -7,13 +7,13 @@ run (or resumes an interrupted one); any change of setting gives a new key.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
 import subprocess
 import time
-from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
@@ -23,7 +23,7 @@ from .data import DetectionDataset, VOCDetection, ensure_dataset, eval_transform
 from .data.real import RealData
 from .detectors import TWO_STAGE_KINDS, build_detector
 from .distill import KEYED_WHEN_CHANGED, NOT_KEYED, DistillConfig, Distiller
-from .engine import CHECKPOINT, train
+from .engine import CHECKPOINT, TRAIN_KEYED_WHEN_CHANGED, init_distributed, train
 from .evaluation import evaluate
 from .files import atomic_write_text
 from .profiles import Profile
@@ -81,7 +81,7 @@ def _locked_handle(lock_file: Path, blocking: bool):
         lock_file.parent.mkdir(parents=True, exist_ok=True)
 
 
-@contextmanager
+@contextlib.contextmanager
 def exclusive(lock_file: Path):
     """Hold an exclusive lock on ``lock_file`` (created if missing) for the ``with`` block.
 
@@ -95,7 +95,7 @@ def exclusive(lock_file: Path):
         yield
 
 
-@contextmanager
+@contextlib.contextmanager
 def try_exclusive(lock_file: Path, blocking: bool = False):
     """Like :func:`exclusive`, but yields whether the lock was taken instead of waiting for it
     (``runs clear`` leaves a run alone while another process trains it)."""
@@ -180,12 +180,35 @@ def _run(name: str, config: dict, build, profile: Profile, cfg, root: Path, runs
     """Train ``build(num_classes) -> (trainable, detector)`` once per config; evaluate ``detector``."""
     run_dir = Path(runs_dir) / f"{name}-{config_key(config)}"
     done = run_dir / "eval.json"
+    rank, world = init_distributed(cfg.device)  # (0, 1) unless launched by torchrun
+    if world > 1:
+        return _run_distributed(run_dir, config, build, profile, cfg, root, rank)
     if done.exists():
         return json.loads(done.read_text())
     with exclusive(run_dir / ".lock"):  # inside the run: clearing a run clears its lock
         if done.exists():  # another process finished it while we waited for the lock
             return json.loads(done.read_text())
         return _train_and_evaluate(run_dir, config, build, profile, cfg, root)
+
+
+def _run_distributed(run_dir: Path, config: dict, build, profile: Profile, cfg, root: Path, rank: int) -> dict:
+    """One run under torchrun: rank 0 holds the run's lock and decides whether it must train; every
+    rank then trains (DistributedDataParallel) and evaluates its shard; rank 0 writes the run and
+    hands its result to every rank."""
+    done = run_dir / "eval.json"
+    with contextlib.ExitStack() as stack:
+        if rank == 0:
+            stack.enter_context(exclusive(run_dir / ".lock"))
+        finished = [done.exists() if rank == 0 else None]
+        torch.distributed.broadcast_object_list(finished)
+        result = None
+        if not finished[0]:
+            result = _train_and_evaluate(run_dir, config, build, profile, cfg, root)
+        elif rank == 0:
+            result = json.loads(done.read_text())
+        shared = [result]
+        torch.distributed.broadcast_object_list(shared)  # from rank 0: no shared filesystem needed
+    return shared[0]
 
 
 def _train_and_evaluate(run_dir: Path, config: dict, build, profile: Profile, cfg, root: Path) -> dict:
@@ -199,14 +222,18 @@ def _train_and_evaluate(run_dir: Path, config: dict, build, profile: Profile, cf
         if not (run_dir / CHECKPOINT).exists():  # leave no unfinished run behind that never started
             shutil.rmtree(run_dir, ignore_errors=True)
         raise
-    atomic_write_text(run_dir / "config.json", json.dumps(config, indent=2, default=str))
+    rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+    if rank == 0:
+        atomic_write_text(run_dir / "config.json", json.dumps(config, indent=2, default=str))
     # The key covers the configuration, not the code: record which code trained the run.
     code_commit = git_commit()
     t0 = time.perf_counter()
     summary = train(trainable, train_ds, cfg, run_dir)
     metrics = {role: evaluate(detector, ds, profile.eval_batch_size, cfg.device, run_dir / f"detections_{role}.json",
                               progress=cfg.progress)
-               for role, ds in eval_sets.items()}
+               for role, ds in eval_sets.items()}  # sharded over the ranks under torchrun
+    if rank != 0:
+        return None  # rank 0 writes the run and shares its result
     result = {"kind": config["kind"], "backbone": config["backbone"], "seed": cfg.seed, "profile": profile.name,
               "metrics": metrics, "train_seconds": _training_seconds(run_dir),
               "wall_seconds_this_call": time.perf_counter() - t0, "final_loss": summary.get("loss"),
@@ -235,7 +262,8 @@ def _keyed_settings(profile: Profile, seed: int, root: Path) -> dict:
     """What every run's key covers besides its own fields (the seed through "train"; not what leaves
     training unchanged: progress bars, gradient-norm logging)."""
     cfg = profile.with_train(seed=seed).train
-    keyed = {"detector": profile.detector, "train": asdict(cfg) | {"progress": None, "grad_norm_every": None},
+    train = {k: v for k, v in asdict(cfg).items() if not (k in TRAIN_KEYED_WHEN_CHANGED and v == TRAIN_KEYED_WHEN_CHANGED[k])}
+    keyed = {"detector": profile.detector, "train": train | {"progress": None, "grad_norm_every": None},
              "data": _data_name(root)}
     return keyed | ({"pretrained_backbones": True} if profile.pretrained_backbones else {})  # cpu keys as before
 

@@ -3,6 +3,8 @@
 import os
 import socket
 
+import numpy as np
+import pytest
 import torch
 import torch.multiprocessing as mp
 
@@ -19,13 +21,13 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _worker(rank, world, port, root, out):
+def _worker(rank, world, port, root, out, sync_bn=False):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank))
     torch.set_num_threads(1)
     torch.manual_seed(0)
     model = build_detector("retinanet", "resnet10t", 10, **TINY)
     ds = VOCDetection(root, "train", transforms=train_transforms(), skip_ignored=True)
-    train(model, ds, TrainConfig(epochs=2, batch_size=2, warmup_iters=1, progress=False), out)
+    train(model, ds, TrainConfig(epochs=2, batch_size=2, warmup_iters=1, progress=False, sync_bn=sync_bn), out)
     torch.save(model.state_dict(), f"{out}/rank{rank}.pt")
     torch.distributed.destroy_process_group()
 
@@ -42,3 +44,66 @@ def test_two_process_ddp_training_keeps_replicas_identical(synthetic_root, tmp_p
     # 12 images, 2 replicas x batch 2 -> 3 iterations per epoch, logged by rank 0 only
     lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
     assert sum('"summary"' in line for line in lines) == 2
+
+
+def _run_cache_worker(rank, world, port, runs_dir, data_dir, out):
+    """torchrun's environment by hand: one distilled run through the run cache (its teacher first)."""
+    import json
+
+    from glamd_core.analysis import load_run
+    from glamd_core.evaluation import predict
+    from glamd_core.experiments import Experiment, run
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank))
+    torch.set_num_threads(1)
+    result = run(Experiment("retinanet", "glamd", "smoke"), runs_dir=runs_dir, data_dir=data_dir)
+    with open(f"{out}/result{rank}.json", "w") as f:
+        json.dump(result, f)
+    trained = load_run(Experiment("retinanet", "glamd", "smoke"), runs_dir=runs_dir, data_dir=data_dir)
+    trained.model.score_thresh = 0.0  # every detection, so the comparison sees many boxes
+    torch.save(predict(trained.model, trained.dataset("test"), batch_size=3, progress=False), f"{out}/preds{rank}.pt")
+    torch.distributed.destroy_process_group()
+
+
+def test_torchrun_trains_a_distilled_run_once_and_evaluates_it_sharded(tmp_path):
+    """Two gloo ranks ask the run cache for a distilled student: the teacher and the student are
+    each trained once (DDP, rank 0 writing), every rank gets rank 0's result, and the evaluation
+    sharded over the ranks and gathered equals a single-process evaluation of the same checkpoint."""
+    import json
+
+    from glamd_core.analysis import load_run
+    from glamd_core.evaluation import evaluate, predict
+    from glamd_core.experiments import Experiment, run
+
+    kw = dict(runs_dir=tmp_path / "runs", data_dir=tmp_path / "data")
+    mp.spawn(_run_cache_worker, args=(2, _free_port(), str(kw["runs_dir"]), str(kw["data_dir"]), str(tmp_path)),
+             nprocs=2, join=True)
+    results = [json.loads((tmp_path / f"result{r}.json").read_text()) for r in (0, 1)]
+    assert results[0] == results[1]
+    runs = sorted(p.name for p in kw["runs_dir"].iterdir())
+    assert len(runs) == 2 and any("-glamd-" in r for r in runs)  # the teacher and the student, nothing else
+    for r in runs:
+        lines = (kw["runs_dir"] / r / "metrics.jsonl").read_text().splitlines()
+        assert sum('"summary"' in line for line in lines) == 1  # one epoch, written once (rank 0)
+    # the same run asked for again in this (single) process: found, not retrained
+    again = run(Experiment("retinanet", "glamd", "smoke"), **kw)
+    assert again["run_dir"] == results[0]["run_dir"] and again["metrics"] == results[0]["metrics"]
+    trained = load_run(Experiment("retinanet", "glamd", "smoke"), **kw)
+    single = evaluate(trained.model, trained.dataset("test"), batch_size=8, progress=False)
+    for name, value in results[0]["metrics"]["test"].items():
+        assert single[name] == pytest.approx(value, abs=1e-6), name
+    trained.model.score_thresh = 0.0
+    alone = predict(trained.model, trained.dataset("test"), batch_size=3, progress=False)
+    for rank in (0, 1):  # each rank predicted half the images; every rank holds all of them, in order
+        gathered = torch.load(tmp_path / f"preds{rank}.pt", weights_only=False)
+        assert [p["image_id"] for p in gathered] == [p["image_id"] for p in alone] and len(alone) == 8
+        assert sum(len(p["boxes"]) for p in alone) > 0
+        for g, a in zip(gathered, alone):
+            assert g["boxes"].shape == a["boxes"].shape
+            assert np.allclose(g["boxes"], a["boxes"], atol=1e-4) and np.allclose(g["scores"], a["scores"], atol=1e-5)
+
+
+def test_sync_batchnorm_is_refused_on_cpu_with_a_clear_error(synthetic_root, tmp_path):
+    """torch's SyncBatchNorm runs on GPU modules only: on CPU the setting fails by name, not deep in DDP."""
+    with pytest.raises(Exception, match="sync_bn needs CUDA"):
+        mp.spawn(_worker, args=(2, _free_port(), str(synthetic_root), str(tmp_path), True), nprocs=2, join=True)

@@ -18,8 +18,9 @@ def _tiny_model(kind="retinanet"):
     return build_detector(kind, "resnet18", 10, **TINY)
 
 
-@pytest.mark.parametrize("kind", ["retinanet", "faster_rcnn"])
-def test_a_few_training_steps_reduce_the_loss(synthetic_root, tmp_path, kind):
+@pytest.mark.parametrize("kind,amp", [("retinanet", False), ("faster_rcnn", False), ("retinanet", True)])
+def test_a_few_training_steps_reduce_the_loss(synthetic_root, tmp_path, kind, amp):
+    """amp=True: bfloat16 autocast, which runs on CPU too (float16 with its GradScaler is CUDA's)."""
     ds = VOCDetection(synthetic_root, "train", transforms=train_transforms(hflip=0.0), skip_ignored=True)
     ds.records = ds.records[:4]
     images, targets = to_device(*collate([ds[i] for i in range(4)]), "cpu")
@@ -32,8 +33,12 @@ def test_a_few_training_steps_reduce_the_loss(synthetic_root, tmp_path, kind):
 
     model = _tiny_model(kind)
     before = loss_now(model)
-    cfg = TrainConfig(epochs=15, batch_size=4, lr=1e-3, warmup_iters=2, progress=False)
+    cfg = TrainConfig(epochs=15, batch_size=4, lr=1e-3, warmup_iters=2, progress=False, amp=amp, amp_dtype="bfloat16")
+    dtypes = set()
+    if amp:  # the convolutions really ran in bfloat16
+        model.backbone.register_forward_hook(lambda m, a, out: dtypes.update(f.dtype for f in out.values()))
     train(model, ds, cfg, tmp_path)
+    assert dtypes == ({torch.bfloat16} if amp else set())
     after = loss_now(model)
     assert after < 0.7 * before, (before, after)
 
@@ -96,6 +101,8 @@ def test_bad_config_is_rejected():
         TrainConfig(optimizer="adam")
     with pytest.raises(ValueError, match="schedule"):
         TrainConfig(schedule="poly")
+    with pytest.raises(ValueError, match="amp_dtype"):
+        TrainConfig(amp_dtype="float8")
 
 
 def test_loss_gradient_norms_match_a_direct_computation():
