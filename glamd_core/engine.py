@@ -42,7 +42,7 @@ TRAIN_KEYED_WHEN_CHANGED = {"amp_dtype": "float16", "sync_bn": False}
 @dataclass
 class TrainConfig:
     epochs: int = 12
-    batch_size: int = 8
+    batch_size: int = 8  # the global batch: under torchrun each of N processes loads batch_size / N images
     optimizer: str = "adamw"  # "adamw" | "sgd"
     lr: float = 1e-3
     weight_decay: float = 0.05
@@ -156,7 +156,11 @@ def train(model: nn.Module, dataset: Dataset, cfg: TrainConfig, out_dir: str | P
     seed_everything(cfg.seed + rank)
 
     optimizer = build_optimizer(model.parameters(), cfg)
-    iters_per_epoch = math.ceil(len(dataset) / (cfg.batch_size * world))
+    if cfg.batch_size % world:
+        raise ValueError(f"TrainConfig.batch_size is the global batch and must split evenly over the {world} "
+                         f"processes, got {cfg.batch_size}")
+    per_process = cfg.batch_size // world  # the learning rate belongs to the global batch, as in mmdetection's configs
+    iters_per_epoch = math.ceil(len(dataset) / cfg.batch_size)
     total = iters_per_epoch * cfg.epochs
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: lr_factor(it, total, cfg))
     amp_dtype = getattr(torch, cfg.amp_dtype)
@@ -194,7 +198,7 @@ def train(model: nn.Module, dataset: Dataset, cfg: TrainConfig, out_dir: str | P
             sampler.set_epoch(epoch)
         else:  # the order depends on (seed, epoch) only, so a resumed run sees the same batches
             sampler = RandomSampler(dataset, generator=torch.Generator().manual_seed(cfg.seed * 100003 + epoch))
-        loader = DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler, collate_fn=collate,
+        loader = DataLoader(dataset, batch_size=per_process, sampler=sampler, collate_fn=collate,
                             num_workers=cfg.num_workers, pin_memory=device.type == "cuda")
         model.train()
         sums: dict[str, float] = {}

@@ -1,5 +1,6 @@
 """The DDP path, run for real with two CPU processes over gloo (NCCL's twin on CPU)."""
 
+import json
 import os
 import socket
 
@@ -27,7 +28,7 @@ def _worker(rank, world, port, root, out, sync_bn=False):
     torch.manual_seed(0)
     model = build_detector("retinanet", "resnet10t", 10, **TINY)
     ds = VOCDetection(root, "train", transforms=train_transforms(), skip_ignored=True)
-    train(model, ds, TrainConfig(epochs=2, batch_size=2, warmup_iters=1, progress=False, sync_bn=sync_bn), out)
+    train(model, ds, TrainConfig(epochs=2, batch_size=4, warmup_iters=1, progress=False, sync_bn=sync_bn), out)
     torch.save(model.state_dict(), f"{out}/rank{rank}.pt")
     torch.distributed.destroy_process_group()
 
@@ -41,9 +42,10 @@ def test_two_process_ddp_training_keeps_replicas_identical(synthetic_root, tmp_p
         assert torch.equal(a[k], b[k]), k
     ckpt = torch.load(tmp_path / "last.pt", weights_only=False)
     assert ckpt["epoch"] == 1
-    # 12 images, 2 replicas x batch 2 -> 3 iterations per epoch, logged by rank 0 only
+    # 12 images, global batch 4 = 2 replicas x 2 -> 3 iterations per epoch, logged by rank 0 only
     lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
     assert sum('"summary"' in line for line in lines) == 2
+    assert max(json.loads(line).get("iter", -1) for line in lines) == 2 * 3 - 1
 
 
 def _run_cache_worker(rank, world, port, runs_dir, data_dir, out):
