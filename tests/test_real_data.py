@@ -113,5 +113,6 @@ def test_paper_profiles_as_data():
         exp = Experiment(kind, "glamd", "paper_coco")
         assert (exp.teacher_backbone, exp.student_backbone, exp.resolved_profile().train.lr) == ("resnet101", "resnet50", 0.02)
         assert exp.distill_config().loss_form == "reference"  # no val split to tune on: the published form
+        assert not exp.distill_config().teacher_cache  # terabytes at this size: the teacher runs online
     assert coco.detector["image_size"] == 800 and coco.detector["max_size"] == 1333
     assert profiles.PROFILES["cpu"].for_kind("retinanet") is profiles.PROFILES["cpu"]
