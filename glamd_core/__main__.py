@@ -31,6 +31,8 @@ def main(argv: list[str] | None = None) -> None:
                     help="teacher: the teacher itself; none: the student alone; else a distillation method")
     tr.add_argument("--student", default=None, help="timm name; default: the profile's student")
     tr.add_argument("--teacher", default=None, help="timm name; default: the profile's teacher")
+    tr.add_argument("--teacher-checkpoint", default=None,
+                    help="a teacher trained elsewhere (engine checkpoint or state dict), imported instead of trained")
     tr.add_argument("--seed", type=int, default=0)
     for f in fields(DistillConfig):
         if f.name != "method":
@@ -77,7 +79,8 @@ def main(argv: list[str] | None = None) -> None:
             given = {k: getattr(a, k) for k in asdict(DistillConfig()) if k != "method" and hasattr(a, k)}
             method = a.method if a.method in METHODS else "none"
             distill = replace(get_profile(a.profile).distill_for(a.kind, method), **given)
-            exp = Experiment(a.kind, a.method, a.profile, a.seed, a.student, a.teacher, distill)
+            exp = Experiment(a.kind, a.method, a.profile, a.seed, a.student, a.teacher, distill,
+                             teacher_checkpoint=a.teacher_checkpoint)
         except ValueError as error:
             p.error(str(error))
         result = run(exp, data_root=a.data_root)  # under torchrun: one DDP run over every rank

@@ -26,8 +26,8 @@ from .detectors import KINDS
 from .distill import METHODS, DistillConfig
 from .files import recover_dir, replace_dir
 from .profiles import Profile, get_profile
-from .runs import (DATA_DIR, REPO_ROOT, RESULTS_DIR, RUNS_DIR, dataset_root, git_commit, run_dir_of, train_detector,
-                   train_distilled, try_exclusive)
+from .runs import (DATA_DIR, REPO_ROOT, RESULTS_DIR, RUNS_DIR, dataset_root, git_commit, import_detector,
+                   imported_run_dir, run_dir_of, train_detector, train_distilled, try_exclusive)
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,9 @@ class Experiment:
     # (Profile.distill_for, chosen by notebooks/00_calibration). The method field above always wins.
     distill: DistillConfig | None = None
     epochs: int | None = None  # default: the profile's schedules; else students' and teachers' epochs
+    # A teacher trained elsewhere (engine checkpoint or bare state dict of the teacher backbone's
+    # detector): imported into the run cache, keyed by its content, instead of trained here.
+    teacher_checkpoint: str | None = None
 
     def __post_init__(self):  # fail before any training starts, naming the choices
         if self.kind not in KINDS:
@@ -80,11 +83,13 @@ def run(exp: Experiment, runs_dir: Path = RUNS_DIR, data_dir: Path = DATA_DIR, d
     if progress is not None:
         profile = profile.with_train(progress=progress)
     kw = dict(runs_dir=runs_dir, data_root=data_root, data_dir=data_dir)
-    if _is_plain(exp):
+    if exp.method == "teacher" and exp.teacher_checkpoint is not None:
+        result = import_detector(exp.kind, exp.teacher_backbone, profile, exp.teacher_checkpoint, **kw)
+    elif _is_plain(exp):
         result = train_detector(exp.kind, _plain_backbone(exp), profile, exp.seed, **kw)
     else:
         result = train_distilled(exp.kind, exp.teacher_backbone, exp.student_backbone, profile, exp.distill_config(),
-                                 exp.seed, **kw)
+                                 exp.seed, teacher_checkpoint=exp.teacher_checkpoint, **kw)
     return result | {"method": exp.method, "kind": exp.kind, "seed": exp.seed, "profile": exp.profile}
 
 
@@ -100,11 +105,15 @@ def _plain_backbone(exp: Experiment) -> str:
 def is_finished(exp: Experiment, runs_dir: Path = RUNS_DIR, data_dir: Path = DATA_DIR, data_root=None) -> bool:
     """Whether ``exp``'s run is in the cache, found without training anything."""
     profile = exp.resolved_profile()
-    if _is_plain(exp):
+    if exp.method == "teacher" and exp.teacher_checkpoint is not None:
+        where = imported_run_dir(exp.kind, exp.teacher_backbone, profile, exp.teacher_checkpoint, runs_dir, data_root,
+                                 data_dir)
+    elif _is_plain(exp):
         where = run_dir_of(exp.kind, _plain_backbone(exp), profile, exp.seed, runs_dir, data_root, data_dir)
     else:
         where = run_dir_of(exp.kind, exp.student_backbone, profile, exp.seed, runs_dir, data_root, data_dir,
-                           distill=exp.distill_config(), teacher_backbone=exp.teacher_backbone)
+                           distill=exp.distill_config(), teacher_backbone=exp.teacher_backbone,
+                           teacher_checkpoint=exp.teacher_checkpoint)
     return (where / "eval.json").exists()
 
 

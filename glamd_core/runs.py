@@ -25,7 +25,7 @@ from .detectors import TWO_STAGE_KINDS, build_detector
 from .distill import KEYED_WHEN_CHANGED, NOT_KEYED, DistillConfig, Distiller
 from .engine import CHECKPOINT, TRAIN_KEYED_WHEN_CHANGED, init_distributed, train
 from .evaluation import evaluate
-from .files import atomic_write_text
+from .files import atomic_save, atomic_write_text
 from .profiles import Profile
 from .teacher_cache import MARKER as CACHE_MARKER, TeacherCache, build_teacher_cache, fingerprint
 
@@ -228,14 +228,20 @@ def _train_and_evaluate(run_dir: Path, config: dict, build, profile: Profile, cf
     # The key covers the configuration, not the code: record which code trained the run.
     code_commit = git_commit()
     t0 = time.perf_counter()
-    summary = train(trainable, train_ds, cfg, run_dir)
+    imported = config["what"] == "imported"
+    if imported:  # a detector trained elsewhere: its weights become the run's checkpoint, nothing is trained
+        if rank == 0:
+            atomic_save({"model": trainable.state_dict()}, run_dir / CHECKPOINT)
+        summary = {}
+    else:
+        summary = train(trainable, train_ds, cfg, run_dir)
     metrics = {role: evaluate(detector, ds, profile.eval_batch_size, cfg.device, run_dir / f"detections_{role}.json",
                               progress=cfg.progress)
                for role, ds in eval_sets.items()}  # sharded over the ranks under torchrun
     if rank != 0:
         return None  # rank 0 writes the run and shares its result
     result = {"kind": config["kind"], "backbone": config["backbone"], "seed": cfg.seed, "profile": profile.name,
-              "metrics": metrics, "train_seconds": _training_seconds(run_dir),
+              "metrics": metrics, "train_seconds": 0.0 if imported else _training_seconds(run_dir),
               "wall_seconds_this_call": time.perf_counter() - t0, "final_loss": summary.get("loss"),
               "run_dir": run_dir.name, "threads": torch.get_num_threads(), "code_commit": code_commit}
     cache = getattr(trainable, "teacher_cache", None)
@@ -256,6 +262,43 @@ def train_detector(kind: str, backbone: str, profile: Profile, seed: int = 0, ru
         return model, model
 
     return _run(name, config, build, profile, profile.with_train(seed=seed).train, root, runs_dir)
+
+
+def import_detector(kind: str, backbone: str, profile: Profile, checkpoint: str | Path, runs_dir: Path = RUNS_DIR,
+                    data_root: str | Path | None = None, data_dir: Path = DATA_DIR) -> dict:
+    """A detector trained elsewhere (e.g. a teacher from a GPU cluster or a model zoo) as a run of the
+    cache: its weights (an engine checkpoint or a bare state dict) evaluated on the profile's splits,
+    keyed by the file's content, so distilled runs can name it as their teacher."""
+    root = dataset_root(profile, data_root, data_dir)
+    name, config = _imported_run(kind, backbone, profile, checkpoint, root)
+
+    def build(num_classes):
+        model = build_detector(kind, backbone, num_classes, **profile.detector, checkpoint=checkpoint)
+        return model, model
+
+    return _run(name, config, build, profile, profile.train, root, runs_dir)
+
+
+def imported_run_dir(kind: str, backbone: str, profile: Profile, checkpoint: str | Path, runs_dir: Path = RUNS_DIR,
+                     data_root: str | Path | None = None, data_dir: Path = DATA_DIR) -> Path:
+    """Where :func:`import_detector` keeps ``checkpoint``'s run (nothing is evaluated or generated)."""
+    name, config = _imported_run(kind, backbone, profile, checkpoint, dataset_root(profile, data_root, data_dir,
+                                                                                  generate=False))
+    return Path(runs_dir) / f"{name}-{config_key(config)}"
+
+
+def _imported_run(kind: str, backbone: str, profile: Profile, checkpoint: str | Path, root: Path) -> tuple[str, dict]:
+    checkpoint = Path(checkpoint)
+    if not checkpoint.is_file():
+        raise FileNotFoundError(f"teacher checkpoint {checkpoint} not found (an engine checkpoint such as a run's "
+                                f"{CHECKPOINT}, or a bare state dict of a build_detector('{kind}', '{backbone}', ...))")
+    digest = hashlib.sha256()
+    with open(checkpoint, "rb") as f:
+        for block in iter(lambda: f.read(1 << 24), b""):
+            digest.update(block)
+    config = {"what": "imported", "kind": kind, "backbone": backbone, "checkpoint_sha256": digest.hexdigest(),
+              "detector": profile.detector, "data": _data_name(root)}
+    return f"{kind}-{backbone}-imported", config
 
 
 def _keyed_settings(profile: Profile, seed: int, root: Path) -> dict:
@@ -292,13 +335,17 @@ def _teacher_seed(profile: Profile, teacher_seed: int | None) -> int:
 
 def run_dir_of(kind: str, backbone: str, profile: Profile, seed: int = 0, runs_dir: Path = RUNS_DIR,
                data_root: str | Path | None = None, data_dir: Path = DATA_DIR, distill: DistillConfig | None = None,
-               teacher_backbone: str | None = None, teacher_seed: int | None = None) -> Path:
+               teacher_backbone: str | None = None, teacher_seed: int | None = None,
+               teacher_checkpoint: str | Path | None = None) -> Path:
     """Where :func:`train_detector` (``distill`` None) or :func:`train_distilled` keeps this run,
     computed without training or generating anything: ``(run_dir / "eval.json").exists()`` tells
     whether it is finished."""
     root = dataset_root(profile, data_root, data_dir, generate=False)
     if distill is None:
         name, config = _detector_run(kind, backbone, profile, seed, root)
+    elif teacher_checkpoint is not None:
+        teacher = imported_run_dir(kind, teacher_backbone, profile, teacher_checkpoint, runs_dir, data_root, data_dir)
+        name, config = _distilled_run(kind, backbone, profile, distill, seed, root, teacher.name)
     else:
         teacher = run_dir_of(kind, teacher_backbone, profile.for_teacher(), _teacher_seed(profile, teacher_seed),
                              runs_dir, data_root, data_dir)
@@ -308,11 +355,16 @@ def run_dir_of(kind: str, backbone: str, profile: Profile, seed: int = 0, runs_d
 
 def train_distilled(kind: str, teacher_backbone: str, student_backbone: str, profile: Profile,
                     distill: DistillConfig, seed: int = 0, runs_dir: Path = RUNS_DIR,
-                    data_root: str | Path | None = None, data_dir: Path = DATA_DIR, teacher_seed: int | None = None) -> dict:
-    """Train (or reuse) the teacher, then a student distilled from it; evaluates the student."""
+                    data_root: str | Path | None = None, data_dir: Path = DATA_DIR, teacher_seed: int | None = None,
+                    teacher_checkpoint: str | Path | None = None) -> dict:
+    """Train (or reuse) the teacher -- or import it from ``teacher_checkpoint`` -- then a student
+    distilled from it; evaluates the student."""
     _check_distillable(kind, teacher_backbone, student_backbone, profile, distill)
-    teacher_run = train_detector(kind, teacher_backbone, profile.for_teacher(), _teacher_seed(profile, teacher_seed),
-                                 runs_dir, data_root, data_dir)
+    if teacher_checkpoint is not None:
+        teacher_run = import_detector(kind, teacher_backbone, profile, teacher_checkpoint, runs_dir, data_root, data_dir)
+    else:
+        teacher_run = train_detector(kind, teacher_backbone, profile.for_teacher(), _teacher_seed(profile, teacher_seed),
+                                     runs_dir, data_root, data_dir)
     root = dataset_root(profile, data_root, data_dir)
     name, config = _distilled_run(kind, student_backbone, profile, distill, seed, root, teacher_run["run_dir"])
 

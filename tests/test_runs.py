@@ -3,6 +3,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import torch
 
 from glamd_core import runs
 from glamd_core.__main__ import main as cli
@@ -285,3 +286,36 @@ def test_a_sweep_on_a_dask_cluster_trains_each_run_once_and_matches_the_local_pa
     assert sorted(p.name for p in (tmp_path / "dask").iterdir() if p.is_dir()) == sorted(r["run_dir"] for r in local)
     with pytest.raises(TypeError, match="concurrent.futures.Executor"):
         run_all(sweep, executor=object())
+
+
+def test_a_teacher_trained_elsewhere_is_imported_not_trained(tmp_path):
+    """Experiment(teacher_checkpoint=...): the file's weights become a run of the cache (evaluated,
+    keyed by content), and distilled students name that run as their teacher."""
+    import shutil
+
+    from glamd_core.analysis import load_run
+    from glamd_core.experiments import Experiment, is_finished, run
+
+    kw = dict(runs_dir=tmp_path / "runs", data_dir=tmp_path / "data")
+    trained = run(Experiment("retinanet", "teacher", "smoke"), **kw)
+    elsewhere = tmp_path / "teacher.pt"
+    shutil.copy(tmp_path / "runs" / trained["run_dir"] / "last.pt", elsewhere)
+    shutil.rmtree(tmp_path / "runs")  # nothing of the original run is left
+    teacher = Experiment("retinanet", "teacher", "smoke", teacher_checkpoint=str(elsewhere))
+    assert not is_finished(teacher, **kw)
+    imported = run(teacher, **kw)
+    assert is_finished(teacher, **kw) and imported["train_seconds"] == 0.0
+    assert imported["metrics"] == trained["metrics"]  # the same weights, the same evaluation
+    assert not (tmp_path / "runs" / imported["run_dir"] / "metrics.jsonl").exists()  # nothing was trained
+    student = Experiment("retinanet", "glamd", "smoke", teacher_checkpoint=str(elsewhere))
+    r = run(student, **kw)
+    assert r["teacher_run"] == imported["run_dir"] and is_finished(student, **kw)
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == sorted([imported["run_dir"], r["run_dir"]])
+    assert load_run(teacher, **kw).model.training is False
+    other = tmp_path / "other.pt"  # other weights, another teacher
+    state = torch.load(elsewhere, weights_only=False)
+    state["model"] = {k: v + 1 if v.is_floating_point() else v for k, v in state["model"].items()}
+    torch.save(state, other)
+    assert not is_finished(Experiment("retinanet", "glamd", "smoke", teacher_checkpoint=str(other)), **kw)
+    with pytest.raises(FileNotFoundError, match="teacher checkpoint .*missing.pt not found"):
+        run(Experiment("retinanet", "glamd", "smoke", teacher_checkpoint=str(tmp_path / "missing.pt")), **kw)
