@@ -15,6 +15,7 @@ from functools import partial
 from pathlib import Path
 
 import timm
+from timm.layers import freeze_batch_norm_2d
 import torch
 from torch import nn
 from torchvision.models.detection import FasterRCNN, RetinaNet
@@ -62,6 +63,10 @@ class DetectorOptions:
     box_representation_size: int = 1024
     detections_per_img: int = 100
     score_thresh: float = 0.05
+    # Backbone BatchNorm as fixed affine layers (torchvision's FrozenBatchNorm2d), as torchvision's and
+    # mmdetection's (norm_eval) detectors on ImageNet-initialised backbones: statistics of 2 images per
+    # GPU are noise. Off when training from scratch (the cpu profile), where BN must learn its statistics.
+    frozen_bn: bool = False
     image_mean: tuple[float, ...] = (0.485, 0.456, 0.406)
     image_std: tuple[float, ...] = (0.229, 0.224, 0.225)
 
@@ -78,9 +83,11 @@ class TimmFPN(nn.Module):
     """timm ``features_only`` backbone + torchvision FPN; returns the OrderedDict torchvision wants."""
 
     def __init__(self, name: str, fpn_channels: int, out_indices, extra_blocks, pretrained: bool = False,
-                 backbone_checkpoint: str | Path | None = None):
+                 backbone_checkpoint: str | Path | None = None, frozen_bn: bool = False):
         super().__init__()
         self.body = _create_timm(name, out_indices, pretrained, backbone_checkpoint)
+        if frozen_bn:  # after the ImageNet weights are in: their statistics are what is frozen
+            self.body = freeze_batch_norm_2d(self.body)
         reductions = self.body.feature_info.reduction()
         # out_indices mean different strides in different timm families; check, don't trust.
         if any(b != 2 * a for a, b in zip(reductions, reductions[1:])):
@@ -140,7 +147,8 @@ def build_detector(kind: str, backbone: str, num_classes: int, pretrained: bool 
                   image_mean=list(opts.image_mean), image_std=list(opts.image_std))
     if kind == "retinanet":
         body = TimmFPN(backbone, opts.fpn_channels, opts.out_indices,
-                       LastLevelP6P7(opts.fpn_channels, opts.fpn_channels), pretrained, backbone_checkpoint)
+                       LastLevelP6P7(opts.fpn_channels, opts.fpn_channels), pretrained, backbone_checkpoint,
+                       opts.frozen_bn)
         strides = body.strides + (body.strides[-1] * 2, body.strides[-1] * 4)
         anchors = _anchor_generator(strides, opts, opts.anchor_octaves)
         norm = partial(nn.GroupNorm, min(32, opts.fpn_channels // 4)) if opts.head_norm else None
@@ -153,7 +161,7 @@ def build_detector(kind: str, backbone: str, num_classes: int, pretrained: bool 
                           bg_iou_thresh=opts.bg_iou_thresh, detections_per_img=opts.detections_per_img, **common)
     else:
         body = TimmFPN(backbone, opts.fpn_channels, opts.out_indices, LastLevelMaxPool(), pretrained,
-                       backbone_checkpoint)
+                       backbone_checkpoint, opts.frozen_bn)
         strides = body.strides + (body.strides[-1] * 2,)
         # One anchor size per level, as torchvision's and Detectron's FPN RPN.
         anchors = _anchor_generator(strides, opts, (1.0,))

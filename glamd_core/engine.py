@@ -193,11 +193,11 @@ def train(model: nn.Module, dataset: Dataset, cfg: TrainConfig, out_dir: str | P
         _drop_logs_after(out_dir, start_epoch)
     log = (out_dir / "metrics.jsonl").open("a") if rank == 0 else None
     for epoch in range(start_epoch, cfg.epochs):
-        if world > 1:
-            sampler = torch.utils.data.DistributedSampler(dataset, seed=cfg.seed)
-            sampler.set_epoch(epoch)
-        else:  # the order depends on (seed, epoch) only, so a resumed run sees the same batches
-            sampler = RandomSampler(dataset, generator=torch.Generator().manual_seed(cfg.seed * 100003 + epoch))
+        # The order depends on (seed, epoch) only, so a resumed run sees the same batches; under DDP each
+        # rank takes its share of the very same global batches.
+        order = torch.Generator().manual_seed(cfg.seed * 100003 + epoch)
+        sampler = (GlobalBatchShards(len(dataset), cfg.batch_size, world, rank, order) if world > 1
+                   else RandomSampler(dataset, generator=order))
         loader = DataLoader(dataset, batch_size=per_process, sampler=sampler, collate_fn=collate,
                             num_workers=cfg.num_workers, pin_memory=device.type == "cuda")
         model.train()
@@ -226,7 +226,12 @@ def train(model: nn.Module, dataset: Dataset, cfg: TrainConfig, out_dir: str | P
             scaler.step(optimizer)
             scaler.update()
             scheduler.step()
-            values = {k: float(v.detach()) for k, v in losses.items()} | {"loss": float(loss.detach())}
+            values = {k: v.detach() for k, v in losses.items()} | {"loss": loss.detach()}
+            if world > 1:  # log the global batch's losses, not rank 0's share
+                stacked = torch.stack([v.float() for v in values.values()])
+                torch.distributed.all_reduce(stacked)
+                values = dict(zip(values, stacked / world))
+            values = {k: float(v) for k, v in values.items()}
             for k, v in values.items():
                 sums[k] = sums.get(k, 0.0) + v
             for k, v in norms.items():
@@ -255,6 +260,30 @@ def train(model: nn.Module, dataset: Dataset, cfg: TrainConfig, out_dir: str | P
     if log:
         log.close()
     return summary
+
+
+class GlobalBatchShards(torch.utils.data.Sampler):
+    """One rank's share of the single-process order. Global batch k of a run on N processes holds
+    exactly the images of batch k of a one-process run with the same ``batch_size`` and seed -- the
+    same permutation, cut into batches, each split into N consecutive chunks -- so the two runs
+    differ only in how their losses are reduced (torch's DistributedSampler deals images round-robin
+    from a permutation of its own). The last batch is filled up from the start of the permutation,
+    so every rank takes the same number of steps."""
+
+    def __init__(self, size: int, batch_size: int, world: int, rank: int, generator: torch.Generator):
+        self.per_rank = batch_size // world
+        self.batches = math.ceil(size / batch_size)
+        self.size, self.batch_size, self.rank = size, batch_size, rank
+        self.order = torch.randperm(size, generator=generator).tolist()  # what RandomSampler yields
+
+    def __iter__(self):
+        order = self.order * math.ceil(self.batches * self.batch_size / self.size)
+        for k in range(self.batches):
+            start = k * self.batch_size + self.rank * self.per_rank
+            yield from order[start:start + self.per_rank]
+
+    def __len__(self) -> int:
+        return self.batches * self.per_rank
 
 
 def _probe_parameters(model: nn.Module) -> list[nn.Parameter]:

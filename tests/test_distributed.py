@@ -109,3 +109,36 @@ def test_sync_batchnorm_is_refused_on_cpu_with_a_clear_error(synthetic_root, tmp
     """torch's SyncBatchNorm runs on GPU modules only: on CPU the setting fails by name, not deep in DDP."""
     with pytest.raises(Exception, match="sync_bn needs CUDA"):
         mp.spawn(_worker, args=(2, _free_port(), str(synthetic_root), str(tmp_path), True), nprocs=2, join=True)
+
+
+def _same_batches_worker(rank, world, port, root, out):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank))
+    _train_frozen_bn(root, out)
+    torch.distributed.destroy_process_group()
+
+
+def _train_frozen_bn(root, out):
+    """RetinaNet with frozen BN (the paper profiles' setting), no flips: per-image losses and nothing
+    that depends on how a global batch is split between processes."""
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    model = build_detector("retinanet", "resnet10t", 10, **(TINY | dict(frozen_bn=True)))
+    ds = VOCDetection(root, "train", transforms=train_transforms(hflip=0.0), skip_ignored=True)
+    train(model, ds, TrainConfig(epochs=2, batch_size=4, warmup_iters=1, progress=False), out)
+    return model
+
+
+def test_two_processes_at_global_batch_4_match_one_process_at_batch_4(synthetic_root, tmp_path):
+    """The same global batches (GlobalBatchShards) and per-image losses averaged: the DDP run and the
+    single-process run take the same steps; they differ only by float rounding (convolutions over 2
+    images instead of 4, gradients summed across ranks), here below 1e-4 in every weight."""
+    mp.spawn(_same_batches_worker, args=(2, _free_port(), str(synthetic_root), str(tmp_path)), nprocs=2, join=True)
+    alone = tmp_path / "alone"
+    _train_frozen_bn(str(synthetic_root), alone)
+    ddp, one = (torch.load(d / "last.pt", weights_only=False) for d in (tmp_path, alone))
+    worst = max(float((ddp["model"][k].float() - one["model"][k].float()).abs().max()) for k in one["model"])
+    torch.manual_seed(0)
+    start = build_detector("retinanet", "resnet10t", 10, **(TINY | dict(frozen_bn=True))).state_dict()
+    moved = max(float((one["model"][k].float() - start[k].float()).abs().max()) for k in start)
+    assert worst < 1e-4 and moved > 1e-3, (worst, moved)  # training moved the weights; both runs alike
+    assert ddp["summary"]["loss"] == pytest.approx(one["summary"]["loss"], rel=1e-4)

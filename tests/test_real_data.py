@@ -115,4 +115,12 @@ def test_paper_profiles_as_data():
         assert exp.distill_config().loss_form == "reference"  # no val split to tune on: the published form
         assert not exp.distill_config().teacher_cache  # terabytes at this size: the teacher runs online
     assert coco.detector["image_size"] == 800 and coco.detector["max_size"] == 1333
+    # ImageNet-initialised backbones keep their BN statistics (2 images per GPU would be noise)
+    model = runs.build_detector("retinanet", "resnet10t", 3, **(SMOKE.detector | dict(frozen_bn=voc.detector["frozen_bn"])))
+    kinds = {type(m).__name__ for m in model.backbone.body.modules()}
+    assert "FrozenBatchNorm2d" in kinds and "BatchNorm2d" not in kinds
+    model.train()
+    before = {k: v.clone() for k, v in model.backbone.body.state_dict().items()}
+    model([torch.rand(3, 64, 64)], [{"boxes": torch.tensor([[1.0, 2.0, 30.0, 40.0]]), "labels": torch.tensor([1])}])
+    assert all(torch.equal(before[k], v) for k, v in model.backbone.body.state_dict().items())  # no statistics move
     assert profiles.PROFILES["cpu"].for_kind("retinanet") is profiles.PROFILES["cpu"]
