@@ -63,9 +63,10 @@ class DetectorOptions:
     box_representation_size: int = 1024
     detections_per_img: int = 100
     score_thresh: float = 0.05
-    # Backbone BatchNorm as fixed affine layers (torchvision's FrozenBatchNorm2d), as torchvision's and
-    # mmdetection's (norm_eval) detectors on ImageNet-initialised backbones: statistics of 2 images per
-    # GPU are noise. Off when training from scratch (the cpu profile), where BN must learn its statistics.
+    # Backbone BatchNorm as fixed affine layers (torchvision's FrozenBatchNorm2d), as torchvision's
+    # detectors on ImageNet-initialised backbones: statistics of 2 images per GPU are noise.
+    # (mmdetection's norm_eval also keeps the ImageNet statistics but still trains BN's scale and shift.)
+    # Off when training from scratch (the cpu profile), where BN must learn its statistics.
     frozen_bn: bool = False
     image_mean: tuple[float, ...] = (0.485, 0.456, 0.406)
     image_std: tuple[float, ...] = (0.229, 0.224, 0.225)

@@ -73,6 +73,9 @@ class TrainConfig:
             raise ValueError(f"schedule must be 'cosine', 'step' or 'constant', got {self.schedule!r}")
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError("epochs and batch_size must be >= 1")
+        if self.sync_bn and not self.device.startswith("cuda"):  # torch's SyncBatchNorm runs on GPU modules only
+            raise ValueError("TrainConfig.sync_bn needs CUDA devices (torch's SyncBatchNorm under DDP runs on GPU "
+                             f"modules only); turn it off for device {self.device!r}")
         if self.amp_dtype not in ("float16", "bfloat16"):
             raise ValueError(f"amp_dtype must be 'float16' or 'bfloat16', got {self.amp_dtype!r}")
         if self.grad_norm_every is not None and (isinstance(self.grad_norm_every, bool)
@@ -183,9 +186,6 @@ def train(model: nn.Module, dataset: Dataset, cfg: TrainConfig, out_dir: str | P
         start_epoch, summary = ckpt["epoch"] + 1, ckpt.get("summary", {})
     if world > 1:
         if cfg.sync_bn:
-            if device.type != "cuda":  # torch's SyncBatchNorm under DDP works on GPU modules only
-                raise ValueError("TrainConfig.sync_bn needs CUDA devices (torch's SyncBatchNorm runs on GPU "
-                                 "modules only); turn it off for CPU training")
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # in place below the root
         model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
@@ -213,7 +213,10 @@ def train(model: nn.Module, dataset: Dataset, cfg: TrainConfig, out_dir: str | P
                 losses = model(images, targets)
             weighted = {k: v * (loss_weights or {}).get(k, 1.0) for k, v in losses.items()}
             loss = sum(weighted.values())
-            if not torch.isfinite(loss):
+            finite = torch.isfinite(loss.detach()).float()
+            if world > 1:  # every rank stops together (one raising alone would leave the others in a collective)
+                torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)
+            if not finite:
                 raise FloatingPointError(f"non-finite loss at epoch {epoch}, iteration {i}: "
                                          f"{ {k: float(v) for k, v in losses.items()} }; lower the LR?")
             probe = world == 1 and cfg.grad_norm_every and i % cfg.grad_norm_every == 0
@@ -264,11 +267,11 @@ def train(model: nn.Module, dataset: Dataset, cfg: TrainConfig, out_dir: str | P
 
 class GlobalBatchShards(torch.utils.data.Sampler):
     """One rank's share of the single-process order. Global batch k of a run on N processes holds
-    exactly the images of batch k of a one-process run with the same ``batch_size`` and seed -- the
-    same permutation, cut into batches, each split into N consecutive chunks -- so the two runs
-    differ only in how their losses are reduced (torch's DistributedSampler deals images round-robin
-    from a permutation of its own). The last batch is filled up from the start of the permutation,
-    so every rank takes the same number of steps."""
+    the images of batch k of a one-process run with the same ``batch_size`` and seed -- the same
+    permutation, cut into batches, each split into N consecutive chunks (torch's DistributedSampler
+    deals images round-robin from a permutation of its own). A last, short batch is filled up from
+    the start of the permutation, so every rank takes the same number of steps; there the two runs
+    differ. So do random augmentations, which each rank draws from its own seed."""
 
     def __init__(self, size: int, batch_size: int, world: int, rank: int, generator: torch.Generator):
         self.per_rank = batch_size // world

@@ -24,7 +24,7 @@ def predict(model, dataset: DetectionDataset, batch_size: int = 8, device: str =
             progress: bool = True) -> list[dict]:
     """Per image: ``{"image_id", "boxes" (N x 4 XYXY), "scores", "labels"}`` as numpy arrays, in
     dataset order. Under ``torch.distributed`` (torchrun) each rank predicts every world-th image and
-    every rank gets all of them back (gathered), so evaluation costs 1 / world of a single process."""
+    every rank gets all of them back (gathered), so predicting costs 1 / world of a single process."""
     rank, world = _rank_and_world()
     model.eval().to(device)
     indices = list(range(rank, len(dataset), world))

@@ -17,7 +17,7 @@
   Teachers: RetinaNet ResNeXt101 (64x4d, the paper's Fig. 1 names ResNeXt101), Faster / Cascade
   R-CNN ResNet101; students ResNet50. ImageNet-initialised backbones, read from local files
   (``GLAMD_WEIGHTS``, see ``runs.backbone_weights``), their BatchNorm frozen (``frozen_bn``, as
-  mmdetection's ``norm_eval`` and torchvision's pretrained detectors).
+  torchvision's pretrained detectors; mmdetection's ``norm_eval`` freezes the statistics only).
 
 The paper profiles have no val split: their distillation settings are the paper's defaults (the
 authors tuned them on COCO); only the cpu profile is calibrated on its own val split.

@@ -176,6 +176,15 @@ def _data_name(root: Path) -> str:
     return str(root.relative_to(REPO_ROOT)) if root.is_relative_to(REPO_ROOT) else str(root)
 
 
+def _data_key(profile: Profile, root: Path) -> str:
+    """The dataset as run keys know it: a synthetic set by its folder (named by its spec's hash), real
+    data by layout and splits -- not by where it is mounted, so a run trained on another machine's
+    copy (a teacher from a cluster) is the same run here."""
+    if isinstance(profile.data, RealData):
+        return f"{profile.data.layout} " + json.dumps(profile.data.splits, sort_keys=True)
+    return _data_name(root)
+
+
 def _run(name: str, config: dict, build, profile: Profile, cfg, root: Path, runs_dir: Path) -> dict:
     """Train ``build(num_classes) -> (trainable, detector)`` once per config; evaluate ``detector``."""
     run_dir = Path(runs_dir) / f"{name}-{config_key(config)}"
@@ -254,6 +263,7 @@ def _train_and_evaluate(run_dir: Path, config: dict, build, profile: Profile, cf
 def train_detector(kind: str, backbone: str, profile: Profile, seed: int = 0, runs_dir: Path = RUNS_DIR,
                    data_root: str | Path | None = None, data_dir: Path = DATA_DIR) -> dict:
     """Train (or reuse) one plain detector and evaluate it; returns ``eval.json``'s content."""
+    profile = profile.for_kind(kind)  # by_kind settings, also when called without an Experiment
     root = dataset_root(profile, data_root, data_dir)
     name, config = _detector_run(kind, backbone, profile, seed, root)
 
@@ -269,6 +279,7 @@ def import_detector(kind: str, backbone: str, profile: Profile, checkpoint: str 
     """A detector trained elsewhere (e.g. a teacher from a GPU cluster or a model zoo) as a run of the
     cache: its weights (an engine checkpoint or a bare state dict) evaluated on the profile's splits,
     keyed by the file's content, so distilled runs can name it as their teacher."""
+    profile = profile.for_kind(kind)  # by_kind settings, also when called without an Experiment
     root = dataset_root(profile, data_root, data_dir)
     name, config = _imported_run(kind, backbone, profile, checkpoint, root)
 
@@ -297,23 +308,27 @@ def _imported_run(kind: str, backbone: str, profile: Profile, checkpoint: str | 
         for block in iter(lambda: f.read(1 << 24), b""):
             digest.update(block)
     config = {"what": "imported", "kind": kind, "backbone": backbone, "checkpoint_sha256": digest.hexdigest(),
-              "detector": profile.detector, "data": _data_name(root)}
+              "detector": profile.detector, "data": _data_key(profile, root)}
     return f"{kind}-{backbone}-imported", config
 
 
-def _keyed_settings(profile: Profile, seed: int, root: Path) -> dict:
+def _keyed_settings(profile: Profile, seed: int, root: Path, backbone: str) -> dict:
     """What every run's key covers besides its own fields (the seed through "train"; not what leaves
-    training unchanged: progress bars, gradient-norm logging)."""
+    training unchanged: progress bars, gradient-norm logging). The ImageNet weights a backbone starts
+    from are keyed by file name and size (hashing them at every lookup would cost seconds)."""
     cfg = profile.with_train(seed=seed).train
     train = {k: v for k, v in asdict(cfg).items() if not (k in TRAIN_KEYED_WHEN_CHANGED and v == TRAIN_KEYED_WHEN_CHANGED[k])}
     keyed = {"detector": profile.detector, "train": train | {"progress": None, "grad_norm_every": None},
-             "data": _data_name(root)}
-    return keyed | ({"pretrained_backbones": True} if profile.pretrained_backbones else {})  # cpu keys as before
+             "data": _data_key(profile, root)}
+    if profile.pretrained_backbones:  # absent otherwise: cpu keys as before
+        weights = backbone_weights(backbone)
+        keyed["pretrained_backbone"] = f"{weights.name} {weights.stat().st_size} bytes"
+    return keyed
 
 
 def _detector_run(kind: str, backbone: str, profile: Profile, seed: int, root: Path) -> tuple[str, dict]:
     """A plain detector run's name and keyed config."""
-    config = {"what": "detector", "kind": kind, "backbone": backbone} | _keyed_settings(profile, seed, root)
+    config = {"what": "detector", "kind": kind, "backbone": backbone} | _keyed_settings(profile, seed, root, backbone)
     return f"{kind}-{backbone}-s{seed}", config
 
 
@@ -324,7 +339,7 @@ def _distilled_run(kind: str, student_backbone: str, profile: Profile, distill: 
     keyed = {k: v for k, v in asdict(resolved).items()
              if k not in NOT_KEYED and not (k in KEYED_WHEN_CHANGED and v == KEYED_WHEN_CHANGED[k])}
     config = {"what": "distilled", "kind": kind, "backbone": student_backbone, "teacher_run": teacher_run_dir,
-              "distill": keyed} | _keyed_settings(profile, seed, root)
+              "distill": keyed} | _keyed_settings(profile, seed, root, student_backbone)
     return f"{kind}-{student_backbone}-{distill.method}-s{seed}", config
 
 
@@ -340,6 +355,7 @@ def run_dir_of(kind: str, backbone: str, profile: Profile, seed: int = 0, runs_d
     """Where :func:`train_detector` (``distill`` None) or :func:`train_distilled` keeps this run,
     computed without training or generating anything: ``(run_dir / "eval.json").exists()`` tells
     whether it is finished."""
+    profile = profile.for_kind(kind)  # by_kind settings, also when called without an Experiment
     root = dataset_root(profile, data_root, data_dir, generate=False)
     if distill is None:
         name, config = _detector_run(kind, backbone, profile, seed, root)
@@ -359,6 +375,7 @@ def train_distilled(kind: str, teacher_backbone: str, student_backbone: str, pro
                     teacher_checkpoint: str | Path | None = None) -> dict:
     """Train (or reuse) the teacher -- or import it from ``teacher_checkpoint`` -- then a student
     distilled from it; evaluates the student."""
+    profile = profile.for_kind(kind)  # by_kind settings, also when called without an Experiment
     _check_distillable(kind, teacher_backbone, student_backbone, profile, distill)
     if teacher_checkpoint is not None:
         teacher_run = import_detector(kind, teacher_backbone, profile, teacher_checkpoint, runs_dir, data_root, data_dir)
@@ -404,7 +421,7 @@ def teacher_cache_of(teacher, teacher_dir: Path, root: Path, split: str, profile
     t = teacher.transform
     transform = {"min_size": t.min_size, "max_size": t.max_size, "size_divisible": t.size_divisible,
                  "mean": t.image_mean, "std": t.image_std, "fixed_size": t.fixed_size}
-    name = f"{split}-{config_key({'data': _data_name(root), 'split': split, 'transform': transform})}"
+    name = f"{split}-{config_key({'data': _data_key(profile, root), 'split': split, 'transform': transform})}"
     folder = teacher_dir / "teacher_cache" / f"{name}-{fingerprint(teacher)}"
     with exclusive(folder.parent / f".{folder.name}.lock"):
         if (folder / CACHE_MARKER).is_file():

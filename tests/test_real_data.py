@@ -72,9 +72,15 @@ def test_a_paper_profile_trains_and_distils_on_its_real_layout(tmp_path, monkeyp
         assert set(r["metrics"]) == {"test"}  # no val split in real data; test is reported
         assert 0 <= r["metrics"]["test"]["AP"] <= 1
     config = json.loads((tmp_path / "runs" / student["run_dir"] / "config.json").read_text())
-    assert config["data"] == str(root) and config["pretrained_backbones"] is True
-    # the same run through an explicit data_root: the same key
-    assert run(Experiment("retinanet", "glamd", f"tiny_{name}"), data_root=root, **kw)["run_dir"] == student["run_dir"]
+    # keyed by what the data is, not where it is mounted; the starting weights by file name and size
+    assert config["data"].startswith(profile.data.layout) and str(root) not in config["data"]
+    size = (tmp_path / "weights" / "resnet10t.pth").stat().st_size
+    assert config["pretrained_backbone"] == f"resnet10t.pth {size} bytes"
+    # the same dataset elsewhere, given by data_root: the same run, found, not retrained
+    moved = shutil.move(root, tmp_path / "moved")
+    monkeypatch.delenv(get_profile(name).data.env)
+    again = run(Experiment("retinanet", "glamd", f"tiny_{name}"), data_root=moved, **kw)
+    assert again["run_dir"] == student["run_dir"] and again["metrics"] == student["metrics"]
 
 
 def test_the_student_starts_from_the_local_imagenet_weights(tmp_path, monkeypatch):

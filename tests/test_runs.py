@@ -319,3 +319,16 @@ def test_a_teacher_trained_elsewhere_is_imported_not_trained(tmp_path):
     assert not is_finished(Experiment("retinanet", "glamd", "smoke", teacher_checkpoint=str(other)), **kw)
     with pytest.raises(FileNotFoundError, match="teacher checkpoint .*missing.pt not found"):
         run(Experiment("retinanet", "glamd", "smoke", teacher_checkpoint=str(tmp_path / "missing.pt")), **kw)
+
+
+def test_cached_cpu_runs_keep_their_keys():
+    """Settings added since these runs were trained (DeFeat's RoI sampling, AMP dtype, SyncBN, real
+    data, pretrained backbones) must not move them: the committed cpu results point at these names."""
+    from glamd_core.distill import DistillConfig
+
+    cpu = get_profile("cpu")
+    assert runs.run_dir_of("retinanet", "resnet34", cpu.for_teacher(), 0).name == "retinanet-resnet34-s0-c3f8f632670e"
+    assert runs.run_dir_of("faster_rcnn", "resnet34", cpu.for_teacher(), 0).name == "faster_rcnn-resnet34-s0-c68d2adf31af"
+    student = runs.run_dir_of("retinanet", "regnetx_002", cpu, 0, distill=DistillConfig("global", loss_form="reference"),
+                              teacher_backbone="resnet34")
+    assert student.name == "retinanet-regnetx_002-global-s0-d3cd72bc1afd"
