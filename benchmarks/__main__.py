@@ -1,6 +1,6 @@
 """The speed goals of distillation, all measured side by side in one run on this machine.
 
-    python -m benchmarks [--epochs 2] [--repeats 12] [--out results/00_calibration]   (or: make bench)
+    python -m benchmarks [--epochs 2] [--repeats 12] [--out results/benchmarks]   (or: make bench)
 
 1. distilled run / plain student run, wall time (``cpu`` profile, same kind and seed, teacher-output
    cache on and already built by an earlier distilled run of the same teacher) ...... goal <= 1.3
@@ -195,7 +195,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--epochs", type=int, default=2, help="epochs of each timed run (and its teacher)")
     p.add_argument("--repeats", type=int, default=12, help="rounds of the step timings")
-    p.add_argument("--out", default=str(REPO_ROOT / "results" / "00_calibration"),
+    p.add_argument("--out", default=str(REPO_ROOT / "results" / "benchmarks"),
                    help="folder for benchmarks.txt and benchmarks.json ('' to write nothing)")
     a = p.parse_args()
     header = [f"python -m benchmarks --epochs {a.epochs} --repeats {a.repeats}",

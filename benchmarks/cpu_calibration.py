@@ -34,7 +34,7 @@ def main() -> None:
     runs = Path(tempfile.mkdtemp(prefix="glamd-calib-")) if a.fresh else RUNS_DIR
     print(f"profile={profile.name} threads={torch.get_num_threads()} runs={runs}")
     table = run_baselines(profile, a.kinds, seeds=profile.seeds[:1], runs_dir=runs,
-                          out_dir=results_dir("00_calibration", profile.name))
+                          out_dir=results_dir("cpu_calibration", profile.name))
     print(table.drop(columns=["run"]).to_string(index=False))
     ok = True
     for kind in a.kinds:
