@@ -68,6 +68,9 @@ class DetectorOptions:
     # (mmdetection's norm_eval also keeps the ImageNet statistics but still trains BN's scale and shift.)
     # Off when training from scratch (the cpu profile), where BN must learn its statistics.
     frozen_bn: bool = False
+    # Parameters of the stem (0) and stages 1..N of the backbone not trained (mmdetection's
+    # frozen_stages: 1 in its ResNet configs, with ImageNet weights); -1: train everything.
+    frozen_stages: int = -1
     image_mean: tuple[float, ...] = (0.485, 0.456, 0.406)
     image_std: tuple[float, ...] = (0.229, 0.224, 0.225)
 
@@ -84,11 +87,13 @@ class TimmFPN(nn.Module):
     """timm ``features_only`` backbone + torchvision FPN; returns the OrderedDict torchvision wants."""
 
     def __init__(self, name: str, fpn_channels: int, out_indices, extra_blocks, pretrained: bool = False,
-                 backbone_checkpoint: str | Path | None = None, frozen_bn: bool = False):
+                 backbone_checkpoint: str | Path | None = None, frozen_bn: bool = False, frozen_stages: int = -1):
         super().__init__()
         self.body = _create_timm(name, out_indices, pretrained, backbone_checkpoint)
         if frozen_bn:  # after the ImageNet weights are in: their statistics are what is frozen
             self.body = freeze_batch_norm_2d(self.body)
+        if frozen_stages >= 0:
+            _freeze_stages(self.body, frozen_stages)
         reductions = self.body.feature_info.reduction()
         # out_indices mean different strides in different timm families; check, don't trust.
         if any(b != 2 * a for a, b in zip(reductions, reductions[1:])):
@@ -101,6 +106,18 @@ class TimmFPN(nn.Module):
     def forward(self, x: torch.Tensor) -> "OrderedDict[str, torch.Tensor]":
         feats = self.body(x)
         return self.fpn(OrderedDict((str(i), f) for i, f in enumerate(feats)))
+
+
+def _freeze_stages(body: nn.Module, stages: int) -> None:
+    """No gradients for the stem and stages 1..``stages``: every top-level module of the timm body up
+    to the one that makes stage ``stages`` (timm's feature_info lists the stem as stage 0)."""
+    names = [info["module"].split(".")[0] for info in body.feature_info.info]
+    if stages >= len(names):
+        raise ValueError(f"frozen_stages={stages}, but the backbone has stages 0..{len(names) - 1}")
+    for name, child in body.named_children():
+        child.requires_grad_(False)
+        if name == names[stages]:
+            return
 
 
 def _create_timm(name, out_indices, pretrained, checkpoint):
@@ -149,7 +166,7 @@ def build_detector(kind: str, backbone: str, num_classes: int, pretrained: bool 
     if kind == "retinanet":
         body = TimmFPN(backbone, opts.fpn_channels, opts.out_indices,
                        LastLevelP6P7(opts.fpn_channels, opts.fpn_channels), pretrained, backbone_checkpoint,
-                       opts.frozen_bn)
+                       opts.frozen_bn, opts.frozen_stages)
         strides = body.strides + (body.strides[-1] * 2, body.strides[-1] * 4)
         anchors = _anchor_generator(strides, opts, opts.anchor_octaves)
         norm = partial(nn.GroupNorm, min(32, opts.fpn_channels // 4)) if opts.head_norm else None
@@ -162,7 +179,7 @@ def build_detector(kind: str, backbone: str, num_classes: int, pretrained: bool 
                           bg_iou_thresh=opts.bg_iou_thresh, detections_per_img=opts.detections_per_img, **common)
     else:
         body = TimmFPN(backbone, opts.fpn_channels, opts.out_indices, LastLevelMaxPool(), pretrained,
-                       backbone_checkpoint, opts.frozen_bn)
+                       backbone_checkpoint, opts.frozen_bn, opts.frozen_stages)
         strides = body.strides + (body.strides[-1] * 2,)
         # One anchor size per level, as torchvision's and Detectron's FPN RPN.
         anchors = _anchor_generator(strides, opts, (1.0,))

@@ -17,7 +17,8 @@
   Teachers: RetinaNet ResNeXt101 (64x4d, the paper's Fig. 1 names ResNeXt101), Faster / Cascade
   R-CNN ResNet101; students ResNet50. ImageNet-initialised backbones, read from local files
   (``GLAMD_WEIGHTS``, see ``runs.backbone_weights``), their BatchNorm frozen (``frozen_bn``, as
-  torchvision's pretrained detectors; mmdetection's ``norm_eval`` freezes the statistics only).
+  torchvision's pretrained detectors; mmdetection's ``norm_eval`` freezes the statistics only) and
+  their stem and first stage not trained (``frozen_stages=1``, as mmdetection's ResNet configs).
 
 The paper profiles have no val split: their distillation settings are the paper's defaults (the
 authors tuned them on COCO); only the cpu profile is calibrated on its own val split.
@@ -126,7 +127,7 @@ PROFILES: dict[str, Profile] = {
         name="paper_voc",
         data=RealData("voc", {"train": ("VOC2007/trainval", "VOC2012/trainval"), "test": ("VOC2007/test",)},
                       env="GLAMD_VOC_ROOT", folder="VOCdevkit"),
-        detector=dict(image_size=600, max_size=1000, frozen_bn=True),
+        detector=dict(image_size=600, max_size=1000, frozen_bn=True, frozen_stages=1),
         train=TrainConfig(epochs=12, batch_size=16, optimizer="sgd", lr=0.01, weight_decay=1e-4, momentum=0.9,
                           warmup_iters=500, schedule="step", step_milestones=(9 / 12,), device="cuda",
                           amp=False, num_workers=4),
@@ -136,7 +137,7 @@ PROFILES: dict[str, Profile] = {
     "paper_coco": Profile(
         name="paper_coco",
         data=RealData("coco", {"train": ("train2017",), "test": ("val2017",)}, env="GLAMD_COCO_ROOT", folder="coco"),
-        detector=dict(image_size=800, max_size=1333, frozen_bn=True),
+        detector=dict(image_size=800, max_size=1333, frozen_bn=True, frozen_stages=1),
         train=TrainConfig(epochs=24, batch_size=16, optimizer="sgd", lr=0.02, weight_decay=1e-4, momentum=0.9,
                           warmup_iters=500, schedule="step", step_milestones=(16 / 24, 22 / 24), device="cuda",
                           amp=False, num_workers=4),

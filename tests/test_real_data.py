@@ -129,4 +129,11 @@ def test_paper_profiles_as_data():
     before = {k: v.clone() for k, v in model.backbone.body.state_dict().items()}
     model([torch.rand(3, 64, 64)], [{"boxes": torch.tensor([[1.0, 2.0, 30.0, 40.0]]), "labels": torch.tensor([1])}])
     assert all(torch.equal(before[k], v) for k, v in model.backbone.body.state_dict().items())  # no statistics move
+    # the stem and stage 1 are not trained (mmdetection's frozen_stages=1); the rest is
+    model = runs.build_detector("retinanet", "resnet10t", 3, **(SMOKE.detector | dict(frozen_stages=voc.detector["frozen_stages"])))
+    trains = {name: any(p.requires_grad for p in child.parameters()) for name, child in model.backbone.body.named_children()
+              if any(True for _ in child.parameters())}
+    assert trains == {"conv1": False, "bn1": False, "layer1": False, "layer2": True, "layer3": True, "layer4": True}
+    with pytest.raises(ValueError, match="frozen_stages=5"):
+        runs.build_detector("retinanet", "resnet10t", 3, **(SMOKE.detector | dict(frozen_stages=5)))
     assert profiles.PROFILES["cpu"].for_kind("retinanet") is profiles.PROFILES["cpu"]
