@@ -8,7 +8,7 @@ from glamd_core.data import VOCDetection, train_transforms
 from glamd_core.data.base import collate
 from glamd_core.detectors import build_detector
 from glamd_core.data.base import to_device
-from glamd_core.engine import TrainConfig, loss_gradient_norms, lr_factor, train
+from glamd_core.engine import STOP_VARIABLE, TrainConfig, TrainingStopped, loss_gradient_norms, lr_factor, train
 
 from test_detectors import TINY
 
@@ -84,6 +84,22 @@ def test_resume_after_a_crash_gives_the_same_weights(synthetic_root, tmp_path):
     assert [s["epoch"] for s in summaries] == [0, 1, 2]
     with pytest.raises(ValueError, match="written for 3 epochs"):
         train(_tiny_model(), ds, TrainConfig(epochs=5, progress=False), tmp_path / "b")
+
+
+def test_a_run_stopped_after_an_epoch_on_request_resumes_to_the_same_weights(synthetic_root, tmp_path, monkeypatch):
+    full = VOCDetection(synthetic_root, "train", transforms=train_transforms(), skip_ignored=True)
+    ds = torch.utils.data.Subset(full, range(8))
+    cfg = TrainConfig(epochs=2, batch_size=4, warmup_iters=3, progress=False)
+    straight = _tiny_model()
+    train(straight, ds, cfg, tmp_path / "a")
+    monkeypatch.setenv(STOP_VARIABLE, "1")
+    with pytest.raises(TrainingStopped, match="after epoch 1 of 2"):
+        train(_tiny_model(), ds, cfg, tmp_path / "b")
+    assert torch.load(tmp_path / "b" / "last.pt", weights_only=False)["epoch"] == 0
+    resumed = _tiny_model()
+    train(resumed, ds, cfg, tmp_path / "b")  # the variable still set: epoch 1 is behind, nothing stops
+    for (k, a), (_, b) in zip(straight.state_dict().items(), resumed.state_dict().items()):
+        assert torch.equal(a, b), k
 
 
 def test_lr_schedule_warms_up_then_follows_the_schedule():
