@@ -1,6 +1,7 @@
 # Two commands do all set-up on a fresh machine (Python 3.11 with venv):
 #   make reproduce   the main job: every experiment notebook at the cpu profile (papermill) -> results/
-#   make test        unit tests + every notebook via nbval at the smoke profile
+#   make test        unit tests + every notebook via nbval at the smoke profile, then the paper check
+#   make paper-check the paper_voc / paper_coco settings end to end on CPU (torchrun, 2 processes; ~5 min)
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -11,7 +12,7 @@ $(VENV)/.installed: pyproject.toml
 	$(VENV)/bin/pip install --quiet -e '.[notebooks,test]'
 	touch $@
 
-.PHONY: install reproduce test bench
+.PHONY: install reproduce test paper-check bench
 install: $(VENV)/.installed
 
 reproduce: $(VENV)/.installed
@@ -19,6 +20,10 @@ reproduce: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(PY) -m pytest
+	$(PY) -m glamd_core.paper_check
+
+paper-check: $(VENV)/.installed
+	$(PY) -m glamd_core.paper_check
 
 bench: $(VENV)/.installed
 	$(PY) -m benchmarks

@@ -83,7 +83,13 @@ def main(argv: list[str] | None = None) -> None:
                              teacher_checkpoint=a.teacher_checkpoint)
         except ValueError as error:
             p.error(str(error))
-        result = run(exp, data_root=a.data_root)  # under torchrun: one DDP run over every rank
+        from .engine import TrainingStopped
+
+        try:
+            result = run(exp, data_root=a.data_root)  # under torchrun: one DDP run over every rank
+        except TrainingStopped as stopped:
+            print(stopped)
+            return
         if os.environ.get("RANK", "0") == "0":
             print(json.dumps(result, indent=2))
 

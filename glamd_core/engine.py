@@ -8,6 +8,9 @@ writes to ``out_dir``:
   atomically after each epoch; ``train`` resumes from it when called again.
 * ``metrics.jsonl``: one JSON line per logged iteration and per finished epoch.
 * ``metrics.csv``: the per-epoch lines as a table.
+
+With ``$GLAMD_STOP_AFTER_EPOCH=N`` set, ``train`` raises ``TrainingStopped`` after writing epoch N's
+checkpoint (for jobs under a wall-time limit: the next job resumes there).
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ CHECKPOINT = "last.pt"
 
 # TrainConfig fields added after runs were cached: a run key holds them only when they differ from
 # these values (the behaviour every earlier run trained with), so those runs keep their keys.
+STOP_VARIABLE = "GLAMD_STOP_AFTER_EPOCH"
 TRAIN_KEYED_WHEN_CHANGED = {"amp_dtype": "float16", "sync_bn": False}
 
 
@@ -172,6 +176,8 @@ def train(model: nn.Module, dataset: Dataset, cfg: TrainConfig, out_dir: str | P
 
     start_epoch, summary = 0, {}
     ckpt_path = out_dir / CHECKPOINT
+    # A job with a wall-time limit (or the paper dry run proving resume) ends cleanly after an epoch.
+    stop_after = int(os.environ[STOP_VARIABLE]) if os.environ.get(STOP_VARIABLE) else None
     if resume and ckpt_path.exists():
         ckpt = read_checkpoint(ckpt_path, map_location=device)
         if ckpt["config"]["epochs"] != cfg.epochs:
@@ -260,9 +266,18 @@ def train(model: nn.Module, dataset: Dataset, cfg: TrainConfig, out_dir: str | P
                           "rng": _rng_state(), "config": asdict(cfg), "summary": summary}, ckpt_path)
         if world > 1:
             torch.distributed.barrier()  # nobody resumes from a checkpoint rank 0 is still writing
+        if stop_after == epoch + 1 < cfg.epochs:
+            if log:
+                log.close()
+            raise TrainingStopped(f"stopped after epoch {epoch + 1} of {cfg.epochs} as ${STOP_VARIABLE} asks; "
+                                  f"called again, training resumes from {ckpt_path}")
     if log:
         log.close()
     return summary
+
+
+class TrainingStopped(Exception):
+    """Training stopped on purpose after an epoch's checkpoint (``$GLAMD_STOP_AFTER_EPOCH``)."""
 
 
 class GlobalBatchShards(torch.utils.data.Sampler):

@@ -33,7 +33,11 @@ def predict(model, dataset: DetectionDataset, batch_size: int = 8, device: str =
     for images, targets in tqdm(loader, desc="predict", disable=not progress or rank != 0, leave=False):
         images, _ = to_device(images, targets, device)
         for out, tgt in zip(model(images), targets):
-            preds.append({"image_id": tgt["image_id"], **{k: out[k].cpu().numpy() for k in ("boxes", "scores", "labels")}})
+            # Label 0 is the background. torchvision's RetinaNet keeps a sigmoid logit for it (never a
+            # positive in training), so a barely trained one can still score it: not a detection.
+            real = out["labels"] > 0
+            preds.append({"image_id": tgt["image_id"],
+                          **{k: out[k][real].cpu().numpy() for k in ("boxes", "scores", "labels")}})
     if world == 1:
         return preds
     shards = [None] * world

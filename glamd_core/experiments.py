@@ -25,7 +25,7 @@ import torch
 from .detectors import KINDS
 from .distill import METHODS, DistillConfig
 from .files import recover_dir, replace_dir
-from .profiles import Profile, get_profile
+from .profiles import PROFILES, Profile, get_profile
 from .runs import (DATA_DIR, REPO_ROOT, RESULTS_DIR, RUNS_DIR, dataset_root, git_commit, import_detector,
                    imported_run_dir, run_dir_of, train_detector, train_distilled, try_exclusive)
 
@@ -293,9 +293,10 @@ def manifest(profile: Profile, seeds, wall_seconds: float, **extra) -> dict:
 
 
 def results_dir(name: str, profile: str, create: bool = True) -> Path:
-    """``results/<name>/``; smoke runs (CI) go to the git-ignored ``results/_smoke/<name>/`` so they
-    never overwrite the committed results of a real run."""
-    base = RESULTS_DIR / "_smoke" if profile == "smoke" else RESULTS_DIR
+    """``results/<name>/``; a scratch profile's (smoke in CI, the paper dry runs) go to the
+    git-ignored ``results/_<profile>/<name>/`` so they never overwrite the committed results of a real run."""
+    scratch = profile in PROFILES and PROFILES[profile].scratch
+    base = RESULTS_DIR / f"_{profile}" if scratch else RESULTS_DIR
     out = base / name
     recover_dir(out)
     if create:

@@ -20,6 +20,12 @@
   torchvision's pretrained detectors; mmdetection's ``norm_eval`` freezes the statistics only) and
   their stem and first stage not trained (``frozen_stages=1``, as mmdetection's ResNet configs).
 
+* ``paper_voc_dryrun`` / ``paper_coco_dryrun`` -- the paper profiles unchanged (data layout, image
+  size, backbones, frozen BN, SGD, learning rate, warmup, distillation settings) except the length:
+  students 2 epochs, teachers 1, global batch 2, on CPU. ``make paper-check`` runs them on a few
+  images it writes in the real layouts (``glamd_core.paper_check``); their runs and results are
+  never mistaken for the paper's (own names, own keys, ``results/_<profile>/``).
+
 The paper profiles have no val split: their distillation settings are the paper's defaults (the
 authors tuned them on COCO); only the cpu profile is calibrated on its own val split.
 """
@@ -54,6 +60,9 @@ class Profile:
     distill_settings: dict = field(default_factory=dict)
     # ImageNet-initialised backbones (from local files: nothing is downloaded; runs.backbone_weights).
     pretrained_backbones: bool = False
+    # Results of a scratch profile (smoke, the dry runs) go to the git-ignored results/_<name>/, so
+    # they never overwrite the committed results of a real one.
+    scratch: bool = False
     # Per detector kind, the fields that differ from the above ({kind: {field: value}}; "train" takes
     # a dict of TrainConfig fields), e.g. each kind's teacher or learning rate.
     by_kind: dict = field(default_factory=dict)
@@ -107,7 +116,7 @@ _CPU_FRCNN_CHOSEN = {
 
 PROFILES: dict[str, Profile] = {
     "smoke": Profile(
-        name="smoke",
+        name="smoke", scratch=True,
         data=SyntheticSpec(num_train=16, num_val=8, num_test=8, image_size=64, seed=0),
         detector=_CPU_DETECTOR | dict(image_size=64, max_size=64, fpn_channels=32),
         train=TrainConfig(epochs=1, batch_size=4, lr=1e-3, warmup_iters=2, progress=False),
@@ -165,6 +174,16 @@ PROFILES: dict[str, Profile] = {
         by_kind={"retinanet": {"teacher_backbone": "resnext101_64x4d", "train": {"lr": 0.01}}},
     ),
 }
+
+
+def dry_run(profile: Profile) -> Profile:
+    """``profile`` shortened to a few CPU iterations; everything a run is built from stays."""
+    train = replace(profile.train, epochs=2, batch_size=2, device="cpu", num_workers=0, amp=False, sync_bn=False)
+    return replace(profile, name=f"{profile.name}_dryrun", train=train, teacher_epochs=1, seeds=(0,), scratch=True)
+
+
+for _name in ("paper_voc", "paper_coco"):
+    PROFILES[f"{_name}_dryrun"] = dry_run(PROFILES[_name])
 
 
 def get_profile(name: str) -> Profile:

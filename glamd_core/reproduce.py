@@ -52,7 +52,7 @@ def run_notebooks(names=(), profile: str = "cpu", workers: int | None = None,
                   data_root: str | None = None) -> list[Path]:
     """Execute each notebook with ``-p profile <profile>`` (and ``-p workers <workers>`` when
     given: how many runs each trains at once); the executed copy is saved beside its results as
-    ``results/<name>/<name>.ipynb`` (``results/_smoke/...`` for smoke)."""
+    ``results/<name>/<name>.ipynb`` (``results/_<profile>/...`` for scratch profiles)."""
     import papermill
 
     parameters = ({"profile": profile} | ({} if workers is None else {"workers": int(workers)})

@@ -31,7 +31,8 @@ from .teacher_cache import MARKER as CACHE_MARKER, TeacherCache, build_teacher_c
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = REPO_ROOT / "data"
-RUNS_DIR = REPO_ROOT / "runs"
+# GLAMD_RUNS_DIR: a run cache elsewhere, e.g. on a cluster's shared filesystem or a scratch disk.
+RUNS_DIR = Path(os.environ.get("GLAMD_RUNS_DIR", REPO_ROOT / "runs"))
 RESULTS_DIR = REPO_ROOT / "results"
 
 

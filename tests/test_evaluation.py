@@ -85,3 +85,25 @@ def test_evaluate_end_to_end_writes_coco_results(synthetic_root, tmp_path):
     dets = json.loads((tmp_path / "det.json").read_text())
     assert len(dets) == sum(len(r.labels) for r in ds.records)
     assert set(dets[0]) == {"image_id", "category_id", "bbox", "score"}
+
+
+class _OracleWithBackground(_Oracle):
+    """The ground truth plus a confident box labelled 0 (background) per image, as a barely trained
+    RetinaNet can output."""
+
+    def forward(self, images):
+        out = super().forward(images)
+        for o in out:
+            o["boxes"] = torch.cat([o["boxes"], torch.tensor([[1.0, 1.0, 30.0, 30.0]])])
+            o["scores"] = torch.cat([o["scores"], torch.ones(1)])
+            o["labels"] = torch.cat([o["labels"], torch.zeros(1, dtype=o["labels"].dtype)])
+        return out
+
+
+def test_background_labelled_boxes_are_not_detections(synthetic_root, tmp_path):
+    ds = VOCDetection(synthetic_root, "val", transforms=eval_transforms())
+    m = evaluate(_OracleWithBackground(ds), ds, batch_size=3, results_json=tmp_path / "det.json", progress=False)
+    assert m["AP"] == pytest.approx(1.0)
+    import json
+    dets = json.loads((tmp_path / "det.json").read_text())
+    assert len(dets) == sum(len(r.labels) for r in ds.records)
