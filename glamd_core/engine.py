@@ -37,9 +37,10 @@ from .files import atomic_save, atomic_write_text, read_checkpoint
 CHECKPOINT = "last.pt"
 
 
+STOP_VARIABLE = "GLAMD_STOP_AFTER_EPOCH"
+
 # TrainConfig fields added after runs were cached: a run key holds them only when they differ from
 # these values (the behaviour every earlier run trained with), so those runs keep their keys.
-STOP_VARIABLE = "GLAMD_STOP_AFTER_EPOCH"
 TRAIN_KEYED_WHEN_CHANGED = {"amp_dtype": "float16", "sync_bn": False}
 
 

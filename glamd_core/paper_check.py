@@ -62,27 +62,31 @@ def _widen(folder: Path, width: int, height: int) -> None:
         js.write_text(json.dumps(coco))
 
 
-def write_voc(root: Path, work: Path) -> Path:
-    """``VOCdevkit/VOC2007`` (trainval 3, test 2) and ``VOC2012`` (trainval 3), 1000 x 600."""
+def write_voc(root: Path, work: Path, width: int = 1000, height: int = 600, trainval: int = 3, test: int = 2) -> Path:
+    """``VOCdevkit/VOC2007`` (``trainval``, ``test``) and ``VOC2012`` (``trainval``) images of
+    ``width`` x ``height``."""
     from .data import SyntheticSpec, generate
 
-    for year, seed, num_test in (("VOC2007", 1, 2), ("VOC2012", 2, 0)):
-        src = generate(work / f"src{year}", SyntheticSpec(num_train=3, num_val=0, num_test=num_test, image_size=600,
-                                                          seed=seed), progress=False)
-        _widen(src, 1000, 600)
+    for year, seed, num_test in (("VOC2007", 1, test), ("VOC2012", 2, 0)):
+        src = generate(work / f"src{year}", SyntheticSpec(num_train=trainval, num_val=0, num_test=num_test,
+                                                          image_size=height, seed=seed), progress=False)
+        if width != height:
+            _widen(src, width, height)
         shutil.copytree(src, root / year)
         main = root / year / "ImageSets" / "Main"
         shutil.copy(main / "train.txt", main / "trainval.txt")
     return root
 
 
-def write_coco(root: Path, work: Path) -> Path:
-    """``coco/annotations/instances_{train,val}2017.json`` with the images (6 train, 2 val), 1333 x 800."""
+def write_coco(root: Path, work: Path, width: int = 1333, height: int = 800, train: int = 6, val: int = 2) -> Path:
+    """``coco/annotations/instances_{train,val}2017.json`` with ``train2017/`` and ``val2017/`` images
+    of ``width`` x ``height``."""
     from .data import SyntheticSpec, generate
 
-    src = generate(work / "srccoco", SyntheticSpec(num_train=6, num_val=2, num_test=0, image_size=800, seed=3),
-                   progress=False)
-    _widen(src, 1333, 800)
+    src = generate(work / "srccoco", SyntheticSpec(num_train=train, num_val=val, num_test=0, image_size=height,
+                                                   seed=3), progress=False)
+    if width != height:
+        _widen(src, width, height)
     (root / "annotations").mkdir(parents=True)
     for split, name in (("train", "train2017"), ("val", "val2017")):
         shutil.copy(src / "annotations" / f"instances_{split}.json", root / "annotations" / f"instances_{name}.json")

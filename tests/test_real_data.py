@@ -2,44 +2,28 @@
 parameter / environment variable, ImageNet backbones from local files, per-kind settings."""
 
 import json
-import os
 import shutil
 from dataclasses import replace
 
 import pytest
-import timm
 import torch
 
 from glamd_core import profiles, runs
-from glamd_core.data import SyntheticSpec, generate
 from glamd_core.experiments import Experiment, run
+from glamd_core.paper_check import write_coco, write_voc, write_weights
 from glamd_core.profiles import PROFILES, get_profile
 
 SMOKE = get_profile("smoke")
 
 
 def _voc_devkit(root, tmp_path):
-    """VOCdevkit/VOC2007 (trainval, test) and VOC2012 (trainval) from two tiny synthetic sets."""
-    for year, seed, splits in (("VOC2007", 1, {"trainval": "train", "test": "test"}), ("VOC2012", 2, {"trainval": "train"})):
-        src = generate(tmp_path / f"src{year}", SyntheticSpec(num_train=6, num_val=0, num_test=4, image_size=64,
-                                                              seed=seed), progress=False)
-        shutil.copytree(src, root / year)
-        for name, split in splits.items():
-            if name != split:
-                shutil.copy(root / year / "ImageSets" / "Main" / f"{split}.txt",
-                            root / year / "ImageSets" / "Main" / f"{name}.txt")
-    return root
+    """VOCdevkit/VOC2007 (trainval 6, test 4) and VOC2012 (trainval 6) at 64 px."""
+    return write_voc(root, tmp_path, 64, 64, trainval=6, test=4)
 
 
 def _coco(root, tmp_path):
-    """coco/annotations/instances_{train,val}2017.json with train2017/ and val2017/ image folders."""
-    src = generate(tmp_path / "srccoco", SyntheticSpec(num_train=8, num_val=4, num_test=0, image_size=64, seed=3),
-                   progress=False)
-    (root / "annotations").mkdir(parents=True)
-    for split, name in (("train", "train2017"), ("val", "val2017")):
-        shutil.copy(src / "annotations" / f"instances_{split}.json", root / "annotations" / f"instances_{name}.json")
-        os.symlink(src / "JPEGImages", root / name)
-    return root
+    """coco/annotations/instances_{train,val}2017.json with train2017/ (8) and val2017/ (4) at 64 px."""
+    return write_coco(root, tmp_path, 64, 64, train=8, val=4)
 
 
 def _tiny(name):
@@ -49,19 +33,11 @@ def _tiny(name):
                    teacher_backbone=SMOKE.teacher_backbone, student_backbone=SMOKE.student_backbone, by_kind={})
 
 
-def _weights(folder, *names):
-    folder.mkdir(exist_ok=True)
-    for name in names:
-        torch.manual_seed(7)
-        torch.save(timm.create_model(name, pretrained=False).state_dict(), folder / f"{name}.pth")
-    return folder
-
-
 @pytest.mark.parametrize("name,make,count", [("paper_voc", _voc_devkit, 12), ("paper_coco", _coco, 8)])
 def test_a_paper_profile_trains_and_distils_on_its_real_layout(tmp_path, monkeypatch, name, make, count):
     root = make(tmp_path / "dataset", tmp_path)
     monkeypatch.setitem(PROFILES, f"tiny_{name}", _tiny(name))
-    monkeypatch.setenv("GLAMD_WEIGHTS", str(_weights(tmp_path / "weights", "resnet18", "resnet10t")))
+    monkeypatch.setenv("GLAMD_WEIGHTS", str(write_weights(tmp_path / "weights", ("resnet18", "resnet10t"))))
     monkeypatch.setenv(get_profile(name).data.env, str(root))  # found by its environment variable
     kw = dict(runs_dir=tmp_path / "runs", data_dir=tmp_path / "data")
     profile = get_profile(f"tiny_{name}")
@@ -84,7 +60,7 @@ def test_a_paper_profile_trains_and_distils_on_its_real_layout(tmp_path, monkeyp
 
 
 def test_the_student_starts_from_the_local_imagenet_weights(tmp_path, monkeypatch):
-    monkeypatch.setenv("GLAMD_WEIGHTS", str(_weights(tmp_path / "weights", "resnet10t")))
+    monkeypatch.setenv("GLAMD_WEIGHTS", str(write_weights(tmp_path / "weights", ("resnet10t",))))
     saved = torch.load(tmp_path / "weights" / "resnet10t.pth")
     model = runs.build_detector("retinanet", "resnet10t", 3, **SMOKE.detector,
                                 **runs._backbone_options(replace(SMOKE, pretrained_backbones=True), "resnet10t"))
