@@ -3,7 +3,10 @@
 Goals: on 2 cores, a teacher reaches COCO AP50 >= 0.5 on the synthetic test split, the
 student trained the same way is >= 3 AP points below it, and one student run takes <= 10 minutes.
 
-    python benchmarks/cpu_calibration.py [--kinds retinanet faster_rcnn] [--fresh]
+    python benchmarks/cpu_calibration.py [--kinds retinanet faster_rcnn] [--fresh] [--methods glamd defeat]
+
+``--methods`` also trains (or fetches) a distilled student per kind and method at seed 0, with the
+profile's chosen settings, into ``distilled.{csv,md}`` beside the baselines.
 
 Runs are cached in runs/ like every other run; --fresh trains into a temporary runs folder so the
 times are measured now, on this machine.
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import tempfile
+import time
 from pathlib import Path
 
 import torch
@@ -20,7 +24,8 @@ import torch
 from glamd_core.detectors import KINDS
 from glamd_core.profiles import get_profile
 from glamd_core.reproduce import run_baselines
-from glamd_core.experiments import results_dir
+from glamd_core.calibration import setting_of
+from glamd_core.experiments import Experiment, results_dir, results_frame, run_all, write_results
 from glamd_core.runs import RUNS_DIR
 
 
@@ -29,6 +34,8 @@ def main() -> None:
     p.add_argument("--kinds", nargs="+", default=list(KINDS), choices=KINDS)
     p.add_argument("--profile", default="cpu")
     p.add_argument("--fresh", action="store_true", help="train into a temporary runs folder")
+    p.add_argument("--methods", nargs="*", default=[], choices=["global", "glamd", "defeat"],
+                   help="distilled students to add, at the profile's chosen settings (seed 0)")
     a = p.parse_args()
     profile = get_profile(a.profile)
     runs = Path(tempfile.mkdtemp(prefix="glamd-calib-")) if a.fresh else RUNS_DIR
@@ -50,6 +57,16 @@ def main() -> None:
             print(f"{kind:12s} {'PASS' if passed else 'FAIL'}  {text}")
             ok &= bool(passed)
     print("all goals met" if ok else "some goals not met")
+    if a.methods:
+        t0 = time.perf_counter()
+        seed = profile.seeds[0]
+        experiments = [Experiment(kind, method, profile.name, seed=seed) for kind in a.kinds for method in a.methods]
+        frame = results_frame(run_all(experiments, workers=1, runs_dir=runs))
+        settings = [setting_of(e.distill_config()) for e in experiments]
+        frame.insert(2, "setting", settings)
+        write_results("cpu_calibration", profile, [seed], time.perf_counter() - t0, {"distilled": frame},
+                      out_dir=results_dir("cpu_calibration", profile.name), split="test")
+        print(frame.drop(columns=["run"]).to_string(index=False))
 
 
 if __name__ == "__main__":
