@@ -61,10 +61,14 @@ def main(argv: list[str] | None = None) -> None:
     if a.command == "runs":
         from .experiments import clear_runs, list_runs
 
-        if a.action == "list":
-            print(list_runs(pattern=a.pattern or "*").to_string(index=False))
-            return
         try:
+            if a.action == "list":
+                from .runs import RUNS_DIR
+
+                table = list_runs(pattern="*" if a.pattern is None else a.pattern)
+                print(table.to_string(index=False) if len(table) else f"no runs in {RUNS_DIR}"
+                      + ("" if a.pattern is None else f" matching {a.pattern!r}"))
+                return
             removed, busy = clear_runs(pattern=a.pattern, unfinished_only=a.unfinished_only, everything=a.everything)
         except ValueError as error:
             p.error(str(error))
@@ -73,9 +77,11 @@ def main(argv: list[str] | None = None) -> None:
             print(f"left {len(busy)} run(s) that another process is training", *busy, sep="\n  ")
         return
     if a.command == "run":
+        from .engine import stop_after_epoch
         from .experiments import Experiment, run
 
         try:
+            stop_after_epoch()  # a bad $GLAMD_STOP_AFTER_EPOCH, named before anything trains
             given = {k: getattr(a, k) for k in asdict(DistillConfig()) if k != "method" and hasattr(a, k)}
             method = a.method if a.method in METHODS else "none"
             distill = replace(get_profile(a.profile).distill_for(a.kind, method), **given)

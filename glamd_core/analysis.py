@@ -4,6 +4,7 @@ produces at every FPN stage (Fig. 5)."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -145,3 +146,16 @@ def mean_bands(frames: list[pd.DataFrame]) -> pd.DataFrame:
     out["precision"] = list(np.mean([np.stack(f.precision.values) for f in frames], axis=0))
     out.attrs["recall"] = frames[0].attrs["recall"]
     return out
+
+
+def fpn_map_sides(profile: str, kind: str = "retinanet") -> dict[str, tuple[int, int]]:
+    """{level: (H, W)} of the FPN maps a ``profile``-sized square image gives ``kind``'s student
+    (P3..P7 for RetinaNet): what a patch size means at this image size. Measured on an untrained
+    detector, so it follows the detector's transform and padding rather than a formula."""
+    exp = Experiment(kind, "none", profile)
+    p = exp.resolved_profile()
+    model = build_detector(kind, exp.student_backbone, 2, **p.detector).eval()
+    side = int(p.detector.get("image_size", 800))
+    maps = fpn_features(model, torch.zeros(3, side, side))
+    first = round(math.log2(side / maps[0].shape[-2]))  # P<k> has stride 2^k; the rest follow one by one
+    return {f"P{first + i}": tuple(m.shape[-2:]) for i, m in enumerate(maps)}

@@ -10,6 +10,7 @@ distillation.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from functools import partial
 from pathlib import Path
@@ -210,6 +211,10 @@ def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
     path = Path(path)
     state = read_checkpoint(path)
     state = state.get("model", state) if isinstance(state, dict) else state
+    if not isinstance(state, Mapping):
+        raise TypeError(f"{path} holds a {type(state).__name__}, not detector weights: expected an engine "
+                        "checkpoint ({'model': state_dict, ...}, a run's last.pt) or a bare state dict "
+                        "(parameter name -> tensor)")
     try:
         missing, unexpected = model.load_state_dict(state, strict=False)
     except RuntimeError as exc:  # shape mismatches

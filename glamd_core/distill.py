@@ -87,9 +87,9 @@ class DistillConfig:
         _check_choice("loss_form", self.loss_form, LOSS_FORMS)
         for name in ("alpha", "beta", "gamma", "attention_weight", "defeat_fg_weight", "defeat_bg_weight",
                      "defeat_roi_pos_weight", "defeat_roi_neg_weight"):
-            self._number(name, lambda v: v >= 0, "a finite number >= 0")
+            self._number(name, lambda v: 0 <= v <= MAX_LOSS_WEIGHT, f"a number from 0 to {MAX_LOSS_WEIGHT:g}")
         for name in ("temperature", "roi_temperature"):
-            self._number(name, lambda v: v > 0, "a finite number > 0")
+            self._number(name, lambda v: v >= MIN_TEMPERATURE, f"a finite number >= {MIN_TEMPERATURE:g}")
         if isinstance(self.patch_size, bool) or not isinstance(self.patch_size, numbers.Integral) \
                 or self.patch_size < 1:  # True and 3.0 are not patch sizes
             raise ValueError(f"DistillConfig.patch_size must be a positive integer (feature-map cells), "
@@ -128,6 +128,14 @@ _FORM_DEFAULTS = {
     "normalised": {"temperature": 0.5, "channel_mask": True, "student_masks": "adapted", "distill_roi": True,
                    "defeat_fg_weight": 0.2, "defeat_bg_weight": 0.8, "defeat_levels": "all", "defeat_adapter": "1x1"},
 }
+
+
+# Bounds that catch typos before a teacher trains for minutes. Loss weights multiply terms of order 1
+# (normalised form) or the published constants (reference form, 1 = published); the calibration grid
+# spans 0.3-3, so a weight above 1e3 is a slip (1e308 overflows the loss to inf). A temperature below
+# 1e-6 turns mask logits of a few hundred into infinities, i.e. NaN masks.
+MAX_LOSS_WEIGHT = 1e3
+MIN_TEMPERATURE = 1e-6
 
 
 def _check_choice(name: str, value, choices) -> None:
@@ -238,7 +246,8 @@ class Distiller(nn.Module):
         return tuple(self._tap["transformed"][0].tensors.shape[-2:])
 
     def _teacher_outputs(self, batch: torch.Tensor) -> TeacherOutputs:
-        cached = self.teacher_cache.lookup(batch) if self.teacher_cache is not None else None
+        cached = (self.teacher_cache.lookup(batch, recompute=lambda: run_teacher(self.teacher, batch))
+                  if self.teacher_cache is not None else None)
         return cached if cached is not None else run_teacher(self.teacher, batch, with_dense=False)
 
     def _teacher_dense(self) -> dict:

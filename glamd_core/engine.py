@@ -38,6 +38,34 @@ CHECKPOINT = "last.pt"
 
 
 STOP_VARIABLE = "GLAMD_STOP_AFTER_EPOCH"
+# Seeds feed numpy (< 2**32) and the per-epoch order ``seed * 100003 + epoch`` (a signed 64-bit torch
+# seed), so they are checked against the smaller of the two ranges when a config is made.
+MAX_SEED = 2**32 - 1
+
+
+def check_seed(seed, what: str = "seed") -> int:
+    """``seed`` as an int in [0, MAX_SEED], or a ValueError naming it."""
+    import numbers
+
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed <= MAX_SEED:
+        raise ValueError(f"{what} must be an integer from 0 to {MAX_SEED} (2**32 - 1), got {seed!r}")
+    return int(seed)
+
+
+def stop_after_epoch() -> int | None:
+    """``$GLAMD_STOP_AFTER_EPOCH`` as a positive integer; unset, empty or blank: None. Read when a run
+    starts, before its folder is made, so a bad value fails at once and names the variable."""
+    text = os.environ.get(STOP_VARIABLE, "").strip()
+    if not text:
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ValueError(f"${STOP_VARIABLE} must be a positive integer (the epoch after which training stops "
+                         f"and can resume later) or unset, got {os.environ[STOP_VARIABLE]!r}")
+    return value
 
 # TrainConfig fields added after runs were cached: a run key holds them only when they differ from
 # these values (the behaviour every earlier run trained with), so those runs keep their keys.
@@ -76,6 +104,7 @@ class TrainConfig:
             raise ValueError(f"optimizer must be 'adamw' or 'sgd', got {self.optimizer!r}")
         if self.schedule not in ("cosine", "step", "constant"):
             raise ValueError(f"schedule must be 'cosine', 'step' or 'constant', got {self.schedule!r}")
+        self.seed = check_seed(self.seed, "TrainConfig.seed")
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError("epochs and batch_size must be >= 1")
         if self.sync_bn and not self.device.startswith("cuda"):  # torch's SyncBatchNorm runs on GPU modules only
@@ -178,7 +207,7 @@ def train(model: nn.Module, dataset: Dataset, cfg: TrainConfig, out_dir: str | P
     start_epoch, summary = 0, {}
     ckpt_path = out_dir / CHECKPOINT
     # A job with a wall-time limit (or the paper dry run proving resume) ends cleanly after an epoch.
-    stop_after = int(os.environ[STOP_VARIABLE]) if os.environ.get(STOP_VARIABLE) else None
+    stop_after = stop_after_epoch()
     if resume and ckpt_path.exists():
         ckpt = read_checkpoint(ckpt_path, map_location=device)
         if ckpt["config"]["epochs"] != cfg.epochs:
@@ -326,20 +355,44 @@ def loss_gradient_norms(losses: dict[str, torch.Tensor], params: list[nn.Paramet
     return norms
 
 
+def read_log(jsonl: Path) -> list[dict]:
+    """The rows of a ``metrics.jsonl``. A torn last line -- what a full disk, a power loss or a kill
+    mid-write leaves -- is dropped with a warning naming the file; damage anywhere else is an error
+    naming the file and line."""
+    import warnings
+
+    lines = [line for line in Path(jsonl).read_text().splitlines() if line.strip()]
+    rows = []
+    for n, line in enumerate(lines, 1):
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            if n < len(lines):
+                raise ValueError(f"{jsonl}, line {n}, is not JSON ({exc}); only a torn last line can be repaired. "
+                                 "Delete the run's folder to train it again") from exc
+            warnings.warn(f"{jsonl}: its last line is torn (a write that never finished); dropped", stacklevel=2)
+    return rows
+
+
 def _drop_logs_after(out_dir: Path, start_epoch: int) -> None:
     """Keep only the log lines of the epochs the checkpoint holds.
 
     Logs are written before the epoch's checkpoint, so a run killed in between (or mid-epoch)
     would log the epoch it repeats on resume twice."""
+    import warnings
+
     jsonl, table = out_dir / "metrics.jsonl", out_dir / "metrics.csv"
     if jsonl.exists():
-        lines = [line for line in jsonl.read_text().splitlines(keepends=True)
-                 if line.strip() and json.loads(line)["epoch"] < start_epoch]
-        atomic_write_text(jsonl, "".join(lines))
+        rows = [row for row in read_log(jsonl) if row["epoch"] < start_epoch]
+        atomic_write_text(jsonl, "".join(json.dumps(row) + "\n" for row in rows))
     if table.exists():
         with table.open(newline="") as f:
             reader = csv.DictReader(f)
-            fields, rows = reader.fieldnames, [r for r in reader if int(r["epoch"]) < start_epoch]
+            fields, rows = reader.fieldnames, list(reader)
+        if rows and (None in rows[-1].values() or not rows[-1].get("epoch", "").strip().isdigit()):
+            warnings.warn(f"{table}: its last row is torn (a write that never finished); dropped", stacklevel=2)
+            rows = rows[:-1]
+        rows = [r for r in rows if int(r["epoch"]) < start_epoch]
         if rows:
             tmp = table.with_name(f".{table.name}.partial")
             with tmp.open("w", newline="") as f:

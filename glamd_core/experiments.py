@@ -13,6 +13,7 @@ import json
 import multiprocessing
 import os
 import platform
+import re
 import shutil
 from concurrent.futures import Executor, ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
@@ -24,6 +25,7 @@ import torch
 
 from .detectors import KINDS
 from .distill import METHODS, DistillConfig
+from .engine import check_seed
 from .files import recover_dir, replace_dir
 from .profiles import PROFILES, Profile, get_profile
 from .runs import (DATA_DIR, REPO_ROOT, RESULTS_DIR, RUNS_DIR, dataset_root, git_commit, import_detector,
@@ -51,6 +53,11 @@ class Experiment:
             raise ValueError(f"unknown detector kind {self.kind!r}; choose one of {KINDS}")
         if self.method not in ("teacher", *METHODS):
             raise ValueError(f"unknown method {self.method!r}; choose 'teacher' or one of {METHODS}")
+        check_seed(self.seed, "Experiment.seed")
+        if self.teacher_checkpoint is not None and self.method == "none":
+            raise ValueError(f"teacher_checkpoint {self.teacher_checkpoint!r} is given, but method 'none' trains the "
+                             "student alone and has no teacher; choose a distillation method (or 'teacher' to "
+                             "import and evaluate the checkpoint)")
         if self.epochs is not None and (int(self.epochs) != self.epochs or self.epochs < 1):
             raise ValueError(f"epochs must be a positive integer or None, got {self.epochs!r}")
         get_profile(self.profile)
@@ -102,19 +109,23 @@ def _plain_backbone(exp: Experiment) -> str:
     return exp.teacher_backbone if exp.method == "teacher" else exp.student_backbone
 
 
-def is_finished(exp: Experiment, runs_dir: Path = RUNS_DIR, data_dir: Path = DATA_DIR, data_root=None) -> bool:
-    """Whether ``exp``'s run is in the cache, found without training anything."""
+def run_dir(exp: Experiment, runs_dir: Path = RUNS_DIR, data_dir: Path = DATA_DIR, data_root=None) -> Path:
+    """Where ``exp``'s run lives in the cache, computed without training or generating anything.
+    Two experiments that train the same run (e.g. the same setting spelled two ways) share it."""
     profile = exp.resolved_profile()
     if exp.method == "teacher" and exp.teacher_checkpoint is not None:
-        where = imported_run_dir(exp.kind, exp.teacher_backbone, profile, exp.teacher_checkpoint, runs_dir, data_root,
-                                 data_dir)
-    elif _is_plain(exp):
-        where = run_dir_of(exp.kind, _plain_backbone(exp), profile, exp.seed, runs_dir, data_root, data_dir)
-    else:
-        where = run_dir_of(exp.kind, exp.student_backbone, profile, exp.seed, runs_dir, data_root, data_dir,
-                           distill=exp.distill_config(), teacher_backbone=exp.teacher_backbone,
-                           teacher_checkpoint=exp.teacher_checkpoint)
-    return (where / "eval.json").exists()
+        return imported_run_dir(exp.kind, exp.teacher_backbone, profile, exp.teacher_checkpoint, runs_dir, data_root,
+                                data_dir)
+    if _is_plain(exp):
+        return run_dir_of(exp.kind, _plain_backbone(exp), profile, exp.seed, runs_dir, data_root, data_dir)
+    return run_dir_of(exp.kind, exp.student_backbone, profile, exp.seed, runs_dir, data_root, data_dir,
+                      distill=exp.distill_config(), teacher_backbone=exp.teacher_backbone,
+                      teacher_checkpoint=exp.teacher_checkpoint)
+
+
+def is_finished(exp: Experiment, runs_dir: Path = RUNS_DIR, data_dir: Path = DATA_DIR, data_root=None) -> bool:
+    """Whether ``exp``'s run is in the cache, found without training anything."""
+    return (run_dir(exp, runs_dir, data_dir, data_root) / "eval.json").exists()
 
 
 def default_workers(experiments: list[Experiment]) -> int:
@@ -239,10 +250,32 @@ def summarize(frame: pd.DataFrame, by=("kind", "method"), metric: str = "AP") ->
     return g.agg(["mean", "std", "count"]).rename(columns={"count": "n"}).reset_index()
 
 
+_RUN_NAME = re.compile(r".+-[0-9a-f]{12}")  # <kind>-<backbone>[-<method>]-s<seed>-<key> (runs.config_key)
+
+
+def is_run(folder: Path) -> bool:
+    """Whether ``folder`` is a run of the cache: a real folder named ``...-<12-hex key>`` holding its
+    ``config.json`` -- or only its ``.lock``, a run whose training never got as far as its config.
+    Listing and clearing touch nothing else, whatever folder the cache is pointed at."""
+    folder = Path(folder)
+    if folder.is_symlink() or not folder.is_dir() or not _RUN_NAME.fullmatch(folder.name):
+        return False
+    return (folder / "config.json").is_file() or (folder / ".lock").is_file()
+
+
+def _run_folders(runs_dir: Path, pattern: str) -> list[Path]:
+    """The runs directly inside ``runs_dir`` whose names match ``pattern`` (a glob over run names)."""
+    if not isinstance(pattern, str) or pattern.strip() in ("", ".") or any(c in pattern for c in ("/", "\\", "..")):
+        raise ValueError(f"a run pattern is a glob over run names inside {runs_dir} (e.g. 'retinanet-*'), not a "
+                         f"path: {pattern!r}")
+    root = Path(runs_dir).resolve()
+    return [d for d in sorted(root.glob(pattern)) if d.resolve().parent == root and is_run(d)]
+
+
 def list_runs(runs_dir: Path = RUNS_DIR, pattern: str = "*") -> pd.DataFrame:
     """Cached runs (names matching ``pattern``): name, whether finished, size on disk."""
     rows = []
-    for d in sorted(p for p in Path(runs_dir).glob(pattern) if p.is_dir()):
+    for d in _run_folders(runs_dir, pattern):
         size = sum(f.stat().st_size for f in d.rglob("*") if f.is_file())
         rows.append({"run": d.name, "finished": (d / "eval.json").exists(), "MB": round(size / 2**20, 1)})
     return pd.DataFrame(rows, columns=["run", "finished", "MB"])
@@ -253,23 +286,19 @@ def clear_runs(runs_dir: Path = RUNS_DIR, pattern: str | None = None, unfinished
     """Delete cached runs whose name matches ``pattern`` (a glob over run names, e.g.
     ``'retinanet-*'``); ``everything=True`` instead of a pattern clears the whole cache.
 
-    Returns ``(removed, busy)``: runs being trained right now (their lock is held) are left alone
-    and listed in ``busy``. A pattern is a run name, never a path: it may not contain a path
-    separator or ``..``, and only direct children of ``runs_dir`` are ever touched.
+    Returns ``(removed, busy)``: runs being trained right now, and teachers a distilled run is
+    reading (their lock is held, exclusively or shared), are left alone and listed in ``busy``.
+    A pattern is a run name, never a path: it may not contain a path separator or ``..``. Only
+    runs directly inside ``runs_dir`` (:func:`is_run`) are ever touched, never other folders and
+    never ``runs_dir`` itself.
     """
     if pattern is None and not everything:
         raise ValueError("name the runs to clear with a pattern (e.g. 'retinanet-*'), or ask for everything "
                          "explicitly (--all / everything=True)")
     if pattern is not None and everything:
         raise ValueError("give a pattern or everything=True, not both")
-    pattern = "*" if everything else pattern
-    if not pattern or "/" in pattern or "\\" in pattern or ".." in pattern:
-        raise ValueError(f"a run pattern is a glob over run names inside {runs_dir}, not a path: {pattern!r}")
-    root = Path(runs_dir).resolve()
     removed, busy = [], []
-    for d in sorted(root.glob(pattern)):
-        if d.is_symlink() or not d.is_dir() or d.resolve().parent != root:
-            continue
+    for d in _run_folders(runs_dir, "*" if everything else pattern):
         if unfinished_only and (d / "eval.json").exists():
             continue
         with try_exclusive(d / ".lock") as held:

@@ -8,6 +8,8 @@ reader sees the old file or the new one, never half of one.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import pickle
 import shutil
@@ -23,19 +25,40 @@ def partial_path(path: Path) -> Path:
     return path.with_name(f".{path.name}.partial")
 
 
-def atomic_write_text(path: str | Path, text: str) -> None:
+def env_path(variable: str, default: str | Path) -> Path:
+    """A folder named by an environment variable: unset, empty or blank means ``default`` (an empty
+    value must never become ``Path("")``, the current directory); ``~`` is expanded."""
+    value = os.environ.get(variable, "").strip()
+    return Path(value).expanduser() if value else Path(default)
+
+
+def _write_whole(path: Path, write) -> None:
+    """``write(file)`` into the partial file, then rename it over ``path``. On failure the partial
+    file is removed (a half-written checkpoint must not keep a full disk full), and a full disk
+    says so, naming the file."""
     path = Path(path)
     tmp = partial_path(path)
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:  # through a Python file: a full disk raises OSError(ENOSPC), not a torch enforce error
+            write(f)
+        os.replace(tmp, path)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+            raise OSError(errno.ENOSPC, f"no space left on device while writing {path}; its partial file was "
+                          f"removed. Free space (e.g. `python -m glamd_core runs clear --pattern ...`) and run "
+                          "again: training resumes from the last complete checkpoint", str(path)) from exc
+        raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    _write_whole(Path(path), lambda f: f.write(text.encode()))
 
 
 def atomic_save(obj, path: str | Path) -> None:
     """``torch.save`` through a partial file."""
-    path = Path(path)
-    tmp = partial_path(path)
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    _write_whole(Path(path), lambda f: torch.save(obj, f))
 
 
 def read_checkpoint(path: str | Path, map_location="cpu"):

@@ -23,16 +23,17 @@ from .data import DetectionDataset, VOCDetection, ensure_dataset, eval_transform
 from .data.real import RealData
 from .detectors import TWO_STAGE_KINDS, build_detector
 from .distill import KEYED_WHEN_CHANGED, NOT_KEYED, DistillConfig, Distiller
-from .engine import CHECKPOINT, TRAIN_KEYED_WHEN_CHANGED, init_distributed, train
+from .engine import CHECKPOINT, TRAIN_KEYED_WHEN_CHANGED, init_distributed, read_log, stop_after_epoch, train
 from .evaluation import evaluate
-from .files import atomic_save, atomic_write_text
+from .files import atomic_save, atomic_write_text, env_path
 from .profiles import Profile
-from .teacher_cache import MARKER as CACHE_MARKER, TeacherCache, build_teacher_cache, fingerprint
+from .teacher_cache import TeacherCache, build_teacher_cache, fingerprint
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = REPO_ROOT / "data"
 # GLAMD_RUNS_DIR: a run cache elsewhere, e.g. on a cluster's shared filesystem or a scratch disk.
-RUNS_DIR = Path(os.environ.get("GLAMD_RUNS_DIR", REPO_ROOT / "runs"))
+# Empty or blank means unset (never the current directory); ~ is expanded.
+RUNS_DIR = env_path("GLAMD_RUNS_DIR", REPO_ROOT / "runs")
 RESULTS_DIR = REPO_ROOT / "results"
 
 
@@ -54,7 +55,7 @@ def config_key(config: dict) -> str:
     return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
-def _locked_handle(lock_file: Path, blocking: bool):
+def _locked_handle(lock_file: Path, blocking: bool, shared: bool = False):
     """An open handle of ``lock_file`` holding its exclusive ``flock``, or None when ``blocking`` is
     false and another process holds it.
 
@@ -68,7 +69,7 @@ def _locked_handle(lock_file: Path, blocking: bool):
     while True:
         handle = open(lock_file, "a")
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+            fcntl.flock(handle, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | (0 if blocking else fcntl.LOCK_NB))
         except BlockingIOError:
             handle.close()
             return None
@@ -94,6 +95,24 @@ def exclusive(lock_file: Path):
     with try_exclusive(lock_file, blocking=True) as held:
         assert held
         yield
+
+
+@contextlib.contextmanager
+def shared_lock(lock_file: Path):
+    """Hold a shared lock on ``lock_file`` for the ``with`` block: any number of holders, but no
+    exclusive one. Distilled runs hold their teacher's run lock this way while they read it (its
+    checkpoint, its teacher-output cache), so ``runs clear`` -- which needs the lock exclusively --
+    leaves a teacher alone while a student uses it."""
+    try:
+        import fcntl  # noqa: F401
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    handle = _locked_handle(Path(lock_file), blocking=True, shared=True)
+    try:
+        yield
+    finally:
+        handle.close()
 
 
 @contextlib.contextmanager
@@ -153,7 +172,7 @@ def backbone_weights(backbone: str) -> Path:
     """The local ImageNet checkpoint of timm ``backbone`` for profiles with ``pretrained_backbones``:
     ``$GLAMD_WEIGHTS/<backbone>.safetensors`` (or ``.pth`` / ``.bin``), default folder ``weights/``.
     Nothing is downloaded; a missing file is an error saying what to put where."""
-    folder = Path(os.environ.get("GLAMD_WEIGHTS", REPO_ROOT / "weights"))
+    folder = env_path("GLAMD_WEIGHTS", REPO_ROOT / "weights")
     candidates = [folder / f"{backbone}{ext}" for ext in (".safetensors", ".pth", ".bin")]
     for path in candidates:
         if path.is_file():
@@ -190,6 +209,7 @@ def _run(name: str, config: dict, build, profile: Profile, cfg, root: Path, runs
     """Train ``build(num_classes) -> (trainable, detector)`` once per config; evaluate ``detector``."""
     run_dir = Path(runs_dir) / f"{name}-{config_key(config)}"
     done = run_dir / "eval.json"
+    stop_after_epoch()  # a bad $GLAMD_STOP_AFTER_EPOCH fails here, before the run's folder exists
     rank, world = init_distributed(cfg.device)  # (0, 1) unless launched by torchrun
     if world > 1:
         return _run_distributed(run_dir, config, build, profile, cfg, root, rank)
@@ -256,7 +276,8 @@ def _train_and_evaluate(run_dir: Path, config: dict, build, profile: Profile, cf
               "run_dir": run_dir.name, "threads": torch.get_num_threads(), "code_commit": code_commit}
     cache = getattr(trainable, "teacher_cache", None)
     if cache is not None:  # batches served from the teacher-output cache / run online, in this call
-        result["teacher_cache_batches"] = {"cached": cache.hits, "online": cache.misses}
+        result["teacher_cache_batches"] = {"cached": cache.hits, "online": cache.misses,
+                                           "entries_repaired": cache.repaired}
     atomic_write_text(done, json.dumps(result, indent=2))  # readers outside the lock never see half a file
     return result
 
@@ -399,8 +420,12 @@ def train_distilled(kind: str, teacher_backbone: str, student_backbone: str, pro
         return Distiller(teacher, student, distill, cache), student
 
     cfg = profile.with_train(seed=seed).train
-    return _run(name, config, build, profile, cfg, root, runs_dir) | {"method": distill.method,
-                                                                      "teacher_run": teacher_run["run_dir"]}
+    with shared_lock(teacher_dir / ".lock"):  # `runs clear` waits for us: it cannot take the teacher away mid-run
+        if not (teacher_dir / "eval.json").exists():
+            raise RuntimeError(f"the teacher run {teacher_dir} was cleared just as this run started; run it again "
+                               "(the teacher is trained again first)")
+        result = _run(name, config, build, profile, cfg, root, runs_dir)
+    return result | {"method": distill.method, "teacher_run": teacher_run["run_dir"]}
 
 
 class _TrainingImages:
@@ -425,8 +450,9 @@ def teacher_cache_of(teacher, teacher_dir: Path, root: Path, split: str, profile
     name = f"{split}-{config_key({'data': _data_key(profile, root), 'split': split, 'transform': transform})}"
     folder = teacher_dir / "teacher_cache" / f"{name}-{fingerprint(teacher)}"
     with exclusive(folder.parent / f".{folder.name}.lock"):
-        if (folder / CACHE_MARKER).is_file():
-            return TeacherCache(folder)
+        cache = TeacherCache.open(folder)
+        if cache is not None:
+            return cache
         cache = build_teacher_cache(teacher, _TrainingImages(profile, root), folder, profile.train.batch_size,
                                     progress=profile.train.progress)
     print(f"teacher cache built: {cache.entries} entries (images x 2 flips), {cache.bytes / 2**20:.0f} MB in {folder}")
@@ -444,10 +470,8 @@ def _check_distillable(kind: str, teacher_backbone: str, student_backbone: str, 
 
 def _training_seconds(run_dir: Path) -> float:
     """Sum of per-epoch times, so a resumed run reports its full training cost."""
-    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
     per_epoch = {}
-    for line in lines:
-        row = json.loads(line)
+    for row in read_log(run_dir / "metrics.jsonl"):
         if row.get("summary"):
             per_epoch[row["epoch"]] = row["epoch_seconds"]
     return float(sum(per_epoch.values()))

@@ -15,6 +15,12 @@ fingerprint of the teacher's weights and :class:`glamd_core.distill.Distiller` r
 for another. A build writes every entry atomically and a ``complete.json`` marker last; only a
 completed cache is ever opened, and an interrupted build is resumed, not trusted.
 
+Every entry also carries its own key and a checksum of its tensors, checked on every read. An entry
+that cannot be read, fails its checksum or holds another input's outputs (a flipped bit, a torn or
+misplaced file) is *repaired*, not trusted and not fatal: the batch runs the teacher online, the
+entry is rewritten from that result, and a warning names the file. A marker that cannot be read
+makes the cache incomplete, so it is rebuilt (resuming, keeping every entry that checks out).
+
 Stored per entry, float32, one small torch file: the FPN maps (``features``, level order) and the
 teacher's dense head outputs -- RetinaNet ``cls_logits`` / ``bbox_regression`` (anchors x K / 4),
 Faster R-CNN RPN ``objectness`` / ``deltas`` per level. RoI-head terms are computed on the
@@ -25,7 +31,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
+import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,9 +41,10 @@ from torch import nn
 from torchvision.models.detection import RetinaNet
 from tqdm.auto import tqdm
 
-from .files import atomic_write_text
+from .files import atomic_save, atomic_write_text
 
 MARKER = "complete.json"
+FORMAT = 2  # 2: entries carry their key and a checksum (1, before: bare outputs, never verified)
 
 
 def fingerprint(model: nn.Module) -> str:
@@ -107,6 +114,49 @@ def _stack(entries: list[dict], names: list[str], device) -> TeacherOutputs:
     return TeacherOutputs(features, dense)
 
 
+def _tensors(entry: dict):
+    """An entry's tensors in a fixed order: the FPN maps, then the dense outputs by name."""
+    yield from entry["features"]
+    for name in sorted(entry["dense"]):
+        value = entry["dense"][name]
+        yield from (value if isinstance(value, (list, tuple)) else [value])
+
+
+def _checksum(key: str, entry: dict) -> str:
+    h = hashlib.blake2b(key.encode(), digest_size=16)
+    for t in _tensors(entry):
+        t = t.detach().cpu().contiguous()
+        h.update(f"{tuple(t.shape)}:{t.dtype}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def write_entry(folder: Path, key: str, entry: dict) -> Path:
+    """One image's outputs, written whole, with their key and checksum."""
+    path = Path(folder) / f"{key}.pt"
+    atomic_save({"format": FORMAT, "key": key, "checksum": _checksum(key, entry), "features": entry["features"],
+                 "dense": entry["dense"]}, path)
+    return path
+
+
+def read_entry(path: Path) -> tuple[dict | None, str]:
+    """``(entry, "")`` if the file at ``path`` is a whole entry of the input its name is the key of;
+    else ``(None, why not)``."""
+    try:
+        data = torch.load(path, weights_only=True)
+    except Exception as exc:  # truncated, empty or random bytes: torch fails with many error types
+        return None, f"unreadable ({type(exc).__name__}: {str(exc)[:120]})"
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        return None, f"not a format-{FORMAT} cache entry"
+    if data.get("key") != path.stem:
+        return None, f"the entry of another input ({data.get('key')!r})"
+    try:
+        ok = _checksum(path.stem, data) == data.get("checksum")
+    except Exception:  # a missing or mistyped field
+        ok = False
+    return (data, "") if ok else (None, "damaged: its content fails its checksum")
+
+
 class TeacherCache:
     """A completed cache folder; :meth:`lookup` serves whole batches or nothing."""
 
@@ -116,21 +166,63 @@ class TeacherCache:
         if not marker.is_file():
             raise FileNotFoundError(f"{self.folder} is not a completed teacher cache (no {MARKER}: its build "
                                     "was interrupted or never ran); build it with build_teacher_cache")
-        info = json.loads(marker.read_text())
+        try:
+            info = json.loads(marker.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ValueError(f"{marker} cannot be read ({exc}); the cache is incomplete: delete the marker and "
+                             "build_teacher_cache resumes the build") from exc
+        if info.get("format") != FORMAT:
+            raise ValueError(f"{self.folder} is a teacher cache of format {info.get('format', 1)}, not {FORMAT}; "
+                             "build_teacher_cache rebuilds it")
         self.teacher_fingerprint: str = info["teacher_fingerprint"]
         self.level_names: list[str] = info["level_names"]
         self.entries: int = info["entries"]
         self.bytes: int = info["bytes"]
-        self.hits = self.misses = 0
+        self.hits = self.misses = self.repaired = 0
 
-    def lookup(self, batch: torch.Tensor) -> TeacherOutputs | None:
-        """The cached outputs of a transformed batch (B x 3 x H x W), or None unless every image is cached."""
-        paths = [self.folder / f"{input_key(image)}.pt" for image in batch]
+    @classmethod
+    def open(cls, folder: str | Path) -> "TeacherCache | None":
+        """The completed cache in ``folder``, or None when it must be (re)built: no marker, a marker
+        that cannot be read (warned, then removed) or an older format."""
+        marker = Path(folder) / MARKER
+        if not marker.is_file():
+            return None
+        try:
+            return cls(folder)
+        except ValueError as exc:
+            if "cannot be read" in str(exc):
+                warnings.warn(f"{marker} cannot be read (a torn write?): the teacher cache is rebuilt, keeping "
+                              "the entries that check out", stacklevel=2)
+            marker.unlink()
+            return None
+
+    def lookup(self, batch: torch.Tensor, recompute=None) -> TeacherOutputs | None:
+        """The cached outputs of a transformed batch (B x 3 x H x W), or None unless every image is
+        cached. A damaged entry is never served: with ``recompute`` (a callable giving the teacher's
+        outputs on ``batch``, dense included) the batch is recomputed and the damaged entries are
+        rewritten from it; without, the batch counts as not cached."""
+        keys = [input_key(image) for image in batch]
+        paths = [self.folder / f"{key}.pt" for key in keys]
         if not all(p.is_file() for p in paths):
             self.misses += 1
             return None
-        self.hits += 1
-        return _stack([torch.load(p, weights_only=True) for p in paths], self.level_names, batch.device)
+        read = [read_entry(p) for p in paths]
+        damaged = [(i, why) for i, (entry, why) in enumerate(read) if entry is None]
+        if not damaged:
+            self.hits += 1
+            return _stack([entry for entry, _ in read], self.level_names, batch.device)
+        self.misses += 1
+        for i, why in damaged:
+            warnings.warn(f"teacher cache entry {paths[i]} is {why}; "
+                          + ("recomputed from the teacher and rewritten" if recompute else "not used"), stacklevel=2)
+        if recompute is None:
+            return None
+        out = recompute()
+        entries = _split(out)
+        for i, _ in damaged:
+            write_entry(self.folder, keys[i], entries[i])
+        self.repaired += len(damaged)
+        return out
 
 
 def build_teacher_cache(teacher: nn.Module, images, folder: str | Path, batch_size: int = 8,
@@ -139,8 +231,9 @@ def build_teacher_cache(teacher: nn.Module, images, folder: str | Path, batch_si
     as the training transform makes them) and its horizontal flip, through the teacher's own
     transform. Resumes an interrupted build; returns the completed cache."""
     folder = Path(folder)
-    if (folder / MARKER).is_file():
-        return TeacherCache(folder)
+    cache = TeacherCache.open(folder)
+    if cache is not None:
+        return cache
     folder.mkdir(parents=True, exist_ok=True)
     teacher = teacher.eval()
     teacher_fingerprint = fingerprint(teacher)
@@ -155,15 +248,13 @@ def build_teacher_cache(teacher: nn.Module, images, folder: str | Path, batch_si
         out = run_teacher(teacher, image_list.tensors)
         names = list(out.features)
         for image, entry in zip(image_list.tensors, _split(out)):
-            path = folder / f"{input_key(image)}.pt"
-            if not path.is_file():
-                tmp = folder / f".{path.name}.partial"
-                torch.save(entry, tmp)
-                os.replace(tmp, path)
+            key = input_key(image)
+            if read_entry(folder / f"{key}.pt")[0] is None:  # missing, or left damaged by an earlier build
+                write_entry(folder, key, entry)
     if names is None:
         raise ValueError("no images to cache the teacher's outputs for")
     entries = sorted(folder.glob("*.pt"))
-    info = {"teacher_fingerprint": teacher_fingerprint, "level_names": names, "entries": len(entries),
+    info = {"format": FORMAT, "teacher_fingerprint": teacher_fingerprint, "level_names": names, "entries": len(entries),
             "bytes": sum(p.stat().st_size for p in entries), "images": len(images), "flips": [False, True]}
     atomic_write_text(folder / MARKER, json.dumps(info, indent=2))
     return TeacherCache(folder)

@@ -8,16 +8,22 @@ import seaborn as sns
 
 
 def bars_with_seeds(frame: pd.DataFrame, x: str, hue: str, y: str = "AP", order=None, hue_order=None,
-                    title: str = "", ax=None):
-    """Mean ± std bars over seeds, every seed as a dot."""
+                    title: str = "", ax=None, orient: str = "v"):
+    """Mean ± std bars over seeds, every seed as a dot; ``orient="h"``: horizontal bars (``x`` the
+    metric, ``y`` the categories -- long row labels stay readable)."""
     if ax is None:
         _, ax = plt.subplots(figsize=(7, 4))
     sns.barplot(frame, x=x, y=y, hue=hue, order=order, hue_order=hue_order, errorbar="sd", capsize=0.1,
-                alpha=0.75, ax=ax)
-    sns.stripplot(frame, x=x, y=y, hue=hue, order=order, hue_order=hue_order, dodge=True, palette="dark:k", size=4,
-                  legend=False, ax=ax)
+                alpha=0.75, orient=orient, ax=ax)
+    category = y if orient == "h" else x
+    nested = frame.groupby(category)[hue].nunique().max() <= 1  # one hue per category: the bars are not dodged
+    sns.stripplot(frame, x=x, y=y, hue=hue, order=order, hue_order=hue_order, dodge=not nested, palette="dark:k", size=4,
+                  legend=False, orient=orient, ax=ax)
     ax.set_title(title)
-    ax.set_ylabel(f"{y} (%)")
+    if orient == "h":
+        ax.set_xlabel(f"{x} (%)")
+    else:
+        ax.set_ylabel(f"{y} (%)")
     return ax
 
 

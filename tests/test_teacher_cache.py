@@ -111,7 +111,7 @@ def replace_then_die(src, dst):
     calls.append(dst)
     if len(calls) == 3:  # three entries written, the build half done
         os.kill(os.getpid(), signal.SIGKILL)
-teacher_cache.os.replace = replace_then_die
+os.replace = replace_then_die  # files.atomic_save renames through os.replace
 teacher_cache.build_teacher_cache(teacher, _images(), sys.argv[1], batch_size=2, progress=False)
 """
 
@@ -153,7 +153,7 @@ def test_teacher_cache_smoke_run_reaches_the_same_ap(tmp_path, kind):
         results[flag] = runs.train_distilled(kind, profile.teacher_backbone, profile.student_backbone, profile,
                                              DistillConfig(teacher_cache=flag), runs_dir=tmp_path / f"runs-{flag}",
                                              data_dir=tmp_path / "data")
-    assert results[True]["teacher_cache_batches"] == {"cached": 4, "online": 0}  # 16 images / batch 4, 1 epoch
+    assert results[True]["teacher_cache_batches"] == {"cached": 4, "online": 0, "entries_repaired": 0}  # 16 images / batch 4, 1 epoch
     assert "teacher_cache_batches" not in results[False]
     assert results[True]["run_dir"] == results[False]["run_dir"]
     assert results[True]["metrics"] == results[False]["metrics"]

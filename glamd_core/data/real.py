@@ -8,10 +8,10 @@ under ``data/``.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from ..files import env_path
 from .base import DetectionDataset
 from .coco import COCODetection
 from .voc import VOCDetection
@@ -49,7 +49,7 @@ class RealData:
 
     def root(self, data_root: str | Path | None = None, data_dir: str | Path = "data") -> Path:
         """Where the dataset is, without checking it (run keys need this before any file exists)."""
-        return Path(data_root or os.environ.get(self.env) or Path(data_dir) / self.folder)
+        return Path(data_root).expanduser() if data_root else env_path(self.env, Path(data_dir) / self.folder)
 
     def check(self, root: Path) -> None:
         """A clear error naming every missing file of the layout this profile reads."""

@@ -28,14 +28,18 @@ TINY = dict(image_size=64, fpn_channels=32, rpn_pre_nms_top_n_train=50, rpn_post
             rpn_batch_size_per_image=32, box_representation_size=64)
 
 
+RUN_A, RUN_B = "retinanet-a-s0-123123123123", "retinanet-b-s1-456456456456"
+
+
 def _fake_cache(tmp_path):
     """A checkout-like folder with a run cache of three runs beside code that must survive."""
     for keep in ("glamd_core/x.py", "results/table.md", ".git/HEAD"):
         (tmp_path / keep).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / keep).write_text("precious")
     cache = tmp_path / "runs"
-    for name in ("retinanet-a-s0-123", "retinanet-b-s1-456", "faster_rcnn-a-s0-789"):
+    for name in (RUN_A, RUN_B, "faster_rcnn-a-s0-789789789789"):
         (cache / name).mkdir(parents=True)
+        (cache / name / "config.json").write_text("{}")
         (cache / name / "eval.json").write_text("{}")
     return cache
 
@@ -71,13 +75,13 @@ def test_clear_does_not_follow_a_symlink_out_of_the_cache(tmp_path):
     cache = _fake_cache(tmp_path)
     (cache / "retinanet-link").symlink_to(tmp_path / "glamd_core", target_is_directory=True)
     removed, _ = clear_runs(cache, "retinanet-*")
-    assert removed == ["retinanet-a-s0-123", "retinanet-b-s1-456"]
+    assert removed == [RUN_A, RUN_B]
     assert (tmp_path / "glamd_core" / "x.py").read_text() == "precious"
 
 
 def test_clear_leaves_a_run_that_another_process_is_training(tmp_path):
     cache = _fake_cache(tmp_path)
-    training = cache / "retinanet-a-s0-123"
+    training = cache / RUN_A
     (training / "eval.json").unlink()  # unfinished
     holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
         import time
@@ -89,13 +93,13 @@ def test_clear_leaves_a_run_that_another_process_is_training(tmp_path):
     try:
         assert holder.stdout.readline().strip() == "locked"
         removed, busy = clear_runs(cache, "retinanet-*")
-        assert removed == ["retinanet-b-s1-456"] and busy == ["retinanet-a-s0-123"]
+        assert removed == [RUN_B] and busy == [RUN_A]
         assert training.is_dir()
     finally:
         holder.kill()
         holder.wait()
     removed, busy = clear_runs(cache, "retinanet-*")  # the lock is free again
-    assert removed == ["retinanet-a-s0-123"] and busy == []
+    assert removed == [RUN_A] and busy == []
 
 
 @pytest.mark.parametrize("setting, value", [

@@ -1,0 +1,63 @@
+"""Effects as paired per-seed differences: the one way every experiment notebook states them.
+
+Runs with the same seed share their initialisation and data order, so the difference of two rows
+at the same seed removes most of the seed-to-seed spread that separate means would carry.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+PAIRED_COLUMNS = ["row", "baseline", "n", "mean", "std", "agree", "per_seed"]
+
+
+def paired_differences(frame: pd.DataFrame, baseline, row: str = "row", metric: str = "AP",
+                       seed: str = "seed") -> pd.DataFrame:
+    """For every value of ``row`` in ``frame`` other than ``baseline``: ``metric(row, s) -
+    metric(baseline, s)`` over the seeds ``s`` both have, summarised as n, mean, std (NaN for n = 1),
+    ``agree`` (how many seeds' differences share the sign of the mean; a zero difference agrees with
+    nothing) and ``per_seed`` ({seed: difference}). Rows keep their order of first appearance."""
+    for column in (row, metric, seed):
+        if column not in frame:
+            raise KeyError(f"paired_differences needs a {column!r} column; the frame has {list(frame.columns)}")
+    twice = frame.duplicated([row, seed])
+    if twice.any():
+        raise ValueError(f"more than one run per ({row}, {seed}): {frame.loc[twice, [row, seed]].values.tolist()}; "
+                         "pairing needs one value per row and seed")
+    values = frame.set_index([row, seed])[metric]
+    if baseline not in values.index.get_level_values(0):
+        raise ValueError(f"baseline row {baseline!r} is not in the frame's {row!r} column "
+                         f"({list(dict.fromkeys(frame[row]))})")
+    base = values.loc[baseline]
+    out = []
+    for name in dict.fromkeys(frame[row]):
+        if name == baseline:
+            continue
+        diffs = (values.loc[name] - base).dropna()
+        mean = float(diffs.mean()) if len(diffs) else float("nan")
+        out.append({row: name, "baseline": baseline, "n": len(diffs), "mean": mean,
+                    "std": float(diffs.std(ddof=1)) if len(diffs) > 1 else float("nan"),
+                    "agree": int((np.sign(diffs) == np.sign(mean)).sum()) if mean else 0,
+                    "per_seed": {int(s): round(float(d), 2) for s, d in diffs.items()}})
+    columns = [row if c == "row" else c for c in PAIRED_COLUMNS]
+    return pd.DataFrame(out, columns=columns)
+
+
+def effect_text(mean: float, std: float, n: int, agree: int, unit: str = "AP") -> str:
+    """One paired effect as a sentence fragment, e.g. ``+3.54 ± 0.54 AP (3/3 seeds agree)``."""
+    spread = f" ± {std:.2f}" if n > 1 and not np.isnan(std) else ""
+    return f"{mean:+.2f}{spread} {unit} ({agree}/{n} seeds agree in sign)"
+
+
+def per_seed_trend(frame: pd.DataFrame, x: str, metric: str = "AP", seed: str = "seed") -> pd.DataFrame:
+    """Per seed, how ``metric`` moves with ``x``: the least-squares ``slope`` (metric per unit of x)
+    and the Spearman ``rank_correlation`` (Pearson's r of the average ranks; -1: strictly falling).
+    Rows with ``x`` or ``metric`` missing are left out; fewer than two distinct x give NaN."""
+    rows = []
+    for s, g in frame.dropna(subset=[x, metric]).groupby(seed, sort=True):
+        distinct = g[x].nunique() > 1 and g[metric].nunique() > 1
+        slope = float(np.polyfit(g[x].astype(float), g[metric].astype(float), 1)[0]) if g[x].nunique() > 1 else float("nan")
+        rho = float(np.corrcoef(g[x].rank(), g[metric].rank())[0, 1]) if distinct else float("nan")
+        rows.append({seed: s, "points": len(g), "slope": slope, "rank_correlation": rho})
+    return pd.DataFrame(rows, columns=[seed, "points", "slope", "rank_correlation"])

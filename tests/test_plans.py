@@ -1,0 +1,85 @@
+"""The notebooks' experiment lists (glamd_core.plans): shared rows are the same runs, and the
+patch-size premise of notebook 02 -- from 16 cells on, GLAMD at 128 px *is* the global mask."""
+
+from dataclasses import replace
+
+import pytest
+import torch
+
+from glamd_core import calibration as C, plans
+from glamd_core.analysis import fpn_map_sides
+from glamd_core.detectors import build_detector
+from glamd_core.distill import Distiller
+from glamd_core.experiments import Experiment, run_dir
+from glamd_core.profiles import get_profile
+
+
+def _chosen_frame(profile="cpu", kind="retinanet"):
+    """Notebook 00's ``chosen`` frame as the profile records it."""
+    import pandas as pd
+
+    P = get_profile(profile)
+    return pd.DataFrame([{"kind": kind, "method": m, "loss_form": P.distill_for(kind, m).loss_form,
+                          "alpha": P.distill_for(kind, m).alpha} for m in C.COMPARED_METHODS])
+
+
+def test_shared_rows_are_notebook_00s_runs(tmp_path):
+    chosen = _chosen_frame()
+    calibration = C.chosen_experiments(chosen, ["retinanet"], "cpu", [0, 1, 2])
+    calibration += C.diagnostic_experiments(chosen, ["retinanet"], "cpu", seed=0)
+    dirs_00 = {run_dir(e, runs_dir=tmp_path) for e in calibration}
+    sweep = {run_dir(e, runs_dir=tmp_path) for e in plans.patch_size_experiments("cpu", [0, 1, 2])}
+    ablation = {run_dir(e, runs_dir=tmp_path) for e in plans.ablation_experiments("cpu", [0, 1, 2])}
+    student, glamd, global_ = ({run_dir(Experiment("retinanet", m, "cpu", seed=s), runs_dir=tmp_path) for s in (0, 1, 2)}
+                               for m in ("none", "glamd", "global"))
+    feature_only = run_dir(C.diagnostic_experiments(chosen, ["retinanet"], "cpu")[0], runs_dir=tmp_path)
+    assert student | glamd | global_ <= dirs_00
+    assert student | glamd | global_ <= sweep  # patch 7 is the chosen GLAMD run
+    assert student | glamd | global_ | {feature_only} <= ablation
+    assert len(sweep) == 3 * (2 + len(plans.PATCH_SIZES))  # every patch size its own run
+    assert len(ablation) == 3 * (8 + 2)
+    with_uniform_singles = {run_dir(e, runs_dir=tmp_path) for e in plans.ablation_experiments("cpu", [0], True)}
+    assert len(with_uniform_singles) == 8 + 2 + 3
+
+
+def test_ablation_rows_switch_exactly_their_terms_off():
+    experiments = plans.ablation_experiments("cpu", [0])
+    combos = [tuple(plans.terms_of(e).values()) for e in experiments[:8]]
+    assert sorted(combos) == sorted({(a, b, c) for a in (True, False) for b in (True, False) for c in (True, False)})
+    base = plans.glamd_setting("cpu")
+    for e in experiments[:8]:
+        if e.method == "none":
+            assert not any(plans.terms_of(e).values())
+            continue
+        c = e.distill_config()
+        assert replace(c, alpha=base.alpha, beta=base.beta, gamma=base.gamma) == base  # nothing else changed
+    assert [plans.mask_of(e) for e in experiments[8:]] == ["none (uniform)", "global"]
+
+
+def _distill_losses(config, images):
+    torch.manual_seed(0)  # the same teacher, student and adapters for every config
+    P = get_profile("cpu")
+    teacher = build_detector("retinanet", P.teacher_backbone, 5, **P.detector)
+    student = build_detector("retinanet", P.student_backbone, 5, **P.detector)
+    d = Distiller(teacher, student, config).train()
+    targets = [{"boxes": torch.tensor([[10.0, 12.0, 60.0, 70.0]]), "labels": torch.tensor([2])}] * len(images)
+    losses = {k: v for k, v in d(images, targets).items() if k.startswith("distill_")}
+    sum(losses.values()).backward()
+    grads = torch.cat([p.grad.flatten() for p in student.parameters() if p.grad is not None])
+    return {k: float(v.detach()) for k, v in losses.items()}, grads
+
+
+def test_patches_as_large_as_p3_are_the_global_mask_at_128px():
+    """Why notebook 02 does not train the paper's patch sizes 20 and 30 at the cpu profile."""
+    sides = fpn_map_sides("cpu")
+    assert max(max(hw) for hw in sides.values()) == 16  # P3 at 128 px
+    torch.manual_seed(1)
+    images = [torch.rand(3, 128, 128) for _ in range(2)]
+    global_losses, global_grads = _distill_losses(get_profile("cpu").distill_for("retinanet", "global"), images)
+    assert set(global_losses) == {"distill_feat", "distill_cls", "distill_loc"}
+    for patch in (16, 20, 30):
+        losses, grads = _distill_losses(replace(plans.glamd_setting("cpu"), patch_size=patch), images)
+        assert losses == pytest.approx(global_losses, rel=1e-5), patch
+        torch.testing.assert_close(grads, global_grads, rtol=1e-4, atol=1e-7)
+    local_losses, _ = _distill_losses(replace(plans.glamd_setting("cpu"), patch_size=7), images)
+    assert local_losses["distill_feat"] != pytest.approx(global_losses["distill_feat"], rel=1e-3)  # a real patch differs

@@ -1,0 +1,68 @@
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from glamd_core.stats import effect_text, paired_differences, per_seed_trend
+
+
+def _frame():
+    rng = np.random.default_rng(0)
+    rows = [{"row": r, "seed": s, "AP": float(rng.normal(20, 3))} for r in ("base", "a", "b") for s in (0, 1, 2, 3)]
+    rows = [x for x in rows if not (x["row"] == "b" and x["seed"] == 3)]  # b lacks a seed
+    rows.append({"row": "c", "seed": 9, "AP": 1.0})  # no seed in common with the baseline
+    return pd.DataFrame(rows)
+
+
+def test_paired_differences_match_a_loop_over_seeds():
+    frame = _frame()
+    out = paired_differences(frame, "base").set_index("row")
+    assert list(out.index) == ["a", "b", "c"]
+    for name in ("a", "b"):
+        diffs = []
+        for s in range(4):
+            mine = frame[(frame.row == name) & (frame.seed == s)].AP
+            base = frame[(frame.row == "base") & (frame.seed == s)].AP
+            if len(mine) and len(base):
+                diffs.append(mine.iloc[0] - base.iloc[0])
+        mean = sum(diffs) / len(diffs)
+        std = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (len(diffs) - 1))
+        assert out.loc[name, "n"] == len(diffs)
+        assert out.loc[name, "mean"] == pytest.approx(mean)
+        assert out.loc[name, "std"] == pytest.approx(std)
+        assert out.loc[name, "agree"] == sum((d > 0) == (mean > 0) for d in diffs)
+        assert list(out.loc[name, "per_seed"].values()) == [round(d, 2) for d in diffs]
+    assert out.loc["c", "n"] == 0 and math.isnan(out.loc["c", "mean"]) and out.loc["c", "agree"] == 0
+
+
+def test_one_seed_has_no_spread_and_signs_are_counted():
+    frame = pd.DataFrame({"row": ["x", "y", "x", "y", "x", "y"], "seed": [0, 0, 1, 1, 2, 2],
+                          "AP": [10.0, 12.0, 10.0, 9.0, 10.0, 13.0]})
+    y = paired_differences(frame, "x").iloc[0]
+    assert y["mean"] == pytest.approx(4 / 3) and y["agree"] == 2 and y["n"] == 3
+    one = paired_differences(frame[frame.seed == 0], "x").iloc[0]
+    assert one["n"] == 1 and math.isnan(one["std"])
+    assert effect_text(one["mean"], one["std"], one["n"], one["agree"]) == "+2.00 AP (1/1 seeds agree in sign)"
+    assert effect_text(1.234, 0.5, 3, 2) == "+1.23 ± 0.50 AP (2/3 seeds agree in sign)"
+
+
+def test_paired_differences_refuse_ambiguous_input():
+    frame = _frame()
+    with pytest.raises(ValueError, match="baseline row 'nope'"):
+        paired_differences(frame, "nope")
+    with pytest.raises(ValueError, match="more than one run"):
+        paired_differences(pd.concat([frame, frame.iloc[:1]]), "base")
+    with pytest.raises(KeyError, match="'seed'"):
+        paired_differences(frame.drop(columns="seed"), "base")
+
+
+def test_per_seed_trend_slope_and_rank_correlation():
+    frame = pd.DataFrame({"seed": [0] * 4 + [1] * 4, "x": [1, 2, 3, 4] * 2,
+                          "AP": [10.0, 8.0, 6.0, 4.0] + [1.0, 3.0, 2.0, 4.0]})
+    t = per_seed_trend(frame, "x").set_index("seed")
+    assert t.loc[0, "slope"] == pytest.approx(-2.0) and t.loc[0, "rank_correlation"] == pytest.approx(-1.0)
+    assert t.loc[1, "rank_correlation"] == pytest.approx(0.8)  # ranks 1,3,2,4 against 1,2,3,4
+    assert t.loc[1, "slope"] == pytest.approx(np.polyfit([1, 2, 3, 4], [1, 3, 2, 4], 1)[0])
+    flat = per_seed_trend(frame.assign(AP=5.0), "x")
+    assert flat.rank_correlation.isna().all() and flat.slope.abs().max() < 1e-9
