@@ -46,6 +46,7 @@ def paired_differences(frame: pd.DataFrame, baseline, row: str = "row", metric: 
 
 def effect_text(mean: float, std: float, n: int, agree: int, unit: str = "AP") -> str:
     """One paired effect as a sentence fragment, e.g. ``+3.54 ± 0.54 AP (3/3 seeds agree)``."""
+    n, agree = int(n), int(agree)
     spread = f" ± {std:.2f}" if n > 1 and not np.isnan(std) else ""
     return f"{mean:+.2f}{spread} {unit} ({agree}/{n} seeds agree in sign)"
 

@@ -44,16 +44,21 @@ def test_shared_rows_are_notebook_00s_runs(tmp_path):
 
 def test_ablation_rows_switch_exactly_their_terms_off():
     experiments = plans.ablation_experiments("cpu", [0])
-    combos = [tuple(plans.terms_of(e).values()) for e in experiments[:8]]
-    assert sorted(combos) == sorted({(a, b, c) for a in (True, False) for b in (True, False) for c in (True, False)})
+    with_glam = experiments[1:9]
+    assert [tuple(plans.terms_of(e).values()) for e in with_glam] == list(plans.TERM_COMBINATIONS)
+    assert len(set(plans.TERM_COMBINATIONS)) == 8
     base = plans.glamd_setting("cpu")
-    for e in experiments[:8]:
+    for e in with_glam:
         if e.method == "none":
             assert not any(plans.terms_of(e).values())
             continue
         c = e.distill_config()
         assert replace(c, alpha=base.alpha, beta=base.beta, gamma=base.gamma) == base  # nothing else changed
-    assert [plans.mask_of(e) for e in experiments[8:]] == ["none (uniform)", "global"]
+    assert [plans.mask_of(e) for e in (experiments[0], experiments[9])] == ["none (uniform)", "global"]
+    assert all(plans.terms_of(e) == {"feat": True, "cls": True, "loc": True} for e in (experiments[0], experiments[9]))
+    singles = plans.ablation_experiments("cpu", [0], single_terms_without_glam=True)[10:]
+    assert [plans.mask_of(e) for e in singles] == ["none (uniform)"] * 3
+    assert [sum(plans.terms_of(e).values()) for e in singles] == [1, 1, 1]
 
 
 def _distill_losses(config, images):
