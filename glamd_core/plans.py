@@ -86,3 +86,34 @@ def terms_of(exp: Experiment) -> dict[str, bool]:
 def mask_of(exp: Experiment) -> str:
     """Table 4's mask column: ``GLAM``, ``global`` or ``none`` (uniform masks); the student: ``-``."""
     return {"glamd": "GLAM", "global": "global", "uniform": "none (uniform)"}.get(exp.method, "-")
+
+
+# Fig. 1's sweep: each of alpha, beta, gamma multiplied around the chosen value (one at a time), and
+# the mask temperature (the reference's 0.1 for one-stage detectors), which the paper fixes. The
+# value 0 of alpha / beta / gamma is a Table 4 row (notebook 05), the same run under the same key.
+WEIGHT_MULTIPLIERS = (0.0, 0.25, 0.5, 2.0, 4.0)
+TEMPERATURE_MULTIPLIERS = (0.5, 2.0, 5.0, 20.0)
+SWEPT = ("alpha", "beta", "gamma", "temperature")
+
+
+def swept_value(exp: Experiment, parameter: str) -> float:
+    """``exp``'s value of a swept ``parameter`` as it trains (the loss form's temperature resolved)."""
+    return float(getattr(exp.distill_config().resolved(two_stage=False), parameter))
+
+
+def hyperparameter_experiments(profile: str, seeds, sweep_seeds=None, weight_multipliers=WEIGHT_MULTIPLIERS,
+                               temperature_multipliers=TEMPERATURE_MULTIPLIERS,
+                               kind: str = "retinanet") -> list[tuple[str, float, Experiment]]:
+    """Notebook 03 (Fig. 1) as ``(parameter, multiplier, experiment)``: the chosen GLAMD setting
+    (``"default"``, multiplier 1) and the student (``"student"``) at every seed of ``seeds``; every
+    other point at ``sweep_seeds`` (default: the first two seeds) with one parameter multiplied."""
+    sweep_seeds = list(seeds[:2] if sweep_seeds is None else sweep_seeds)
+    base = glamd_setting(profile, kind)
+    out = [("default", 1.0, Experiment(kind, "glamd", profile, seed=s)) for s in seeds]
+    out += [("student", float("nan"), Experiment(kind, "none", profile, seed=s)) for s in seeds]
+    for parameter in SWEPT:
+        start = swept_value(out[0][2], parameter)
+        for m in (temperature_multipliers if parameter == "temperature" else weight_multipliers):
+            distill = replace(base, **{parameter: start * m})
+            out += [(parameter, float(m), Experiment(kind, "glamd", profile, seed=s, distill=distill)) for s in sweep_seeds]
+    return out

@@ -88,3 +88,23 @@ def test_patches_as_large_as_p3_are_the_global_mask_at_128px():
         torch.testing.assert_close(grads, global_grads, rtol=1e-4, atol=1e-7)
     local_losses, _ = _distill_losses(replace(plans.glamd_setting("cpu"), patch_size=7), images)
     assert local_losses["distill_feat"] != pytest.approx(global_losses["distill_feat"], rel=1e-3)  # a real patch differs
+
+
+def test_hyperparameter_sweep_reuses_the_ablations_zero_points_and_moves_one_parameter(tmp_path):
+    points = plans.hyperparameter_experiments("cpu", [0, 1, 2])
+    where = {(p, m, e.seed): run_dir(e, runs_dir=tmp_path) for p, m, e in points}
+    ablation = {run_dir(e, runs_dir=tmp_path) for e in plans.ablation_experiments("cpu", [0, 1, 2])}
+    for parameter in ("alpha", "beta", "gamma"):  # the value 0 is a Table 4 row: one run, one key
+        assert {where[(parameter, 0.0, s)] for s in (0, 1)} <= ablation
+    assert {where[("default", 1.0, s)] for s in (0, 1, 2)} == {run_dir(Experiment("retinanet", "glamd", "cpu", seed=s),
+                                                                       runs_dir=tmp_path) for s in (0, 1, 2)}
+    assert len(set(where.values())) == len(where)  # every point its own run
+    base = plans.glamd_setting("cpu").resolved(two_stage=False)
+    for parameter, m, e in points:
+        if parameter not in plans.SWEPT:
+            continue
+        c = e.distill_config().resolved(two_stage=False)
+        assert getattr(c, parameter) == pytest.approx(getattr(base, parameter) * m)
+        assert replace(c, **{parameter: getattr(base, parameter)}) == replace(base, method=c.method)
+        assert e.seed in (0, 1)  # the sweep's seeds: the first two
+    assert plans.swept_value(points[0][2], "temperature") == 0.1  # the reference's one-stage temperature
