@@ -28,7 +28,7 @@ LOSS_FORMS = ("normalised", "reference")
 NOT_KEYED = ("teacher_cache",)  # DistillConfig fields that change speed, not results
 # Fields added after runs were cached: a run key holds them only when they differ from the value every
 # earlier run trained with, so those runs keep their keys.
-KEYED_WHEN_CHANGED = {"defeat_roi_sampling": "student"}
+KEYED_WHEN_CHANGED = {"defeat_roi_sampling": "student", "glamd_adapter": "1x1"}
 
 
 @dataclass
@@ -76,6 +76,10 @@ class DistillConfig:
     # second RPN pass or sampling; GLAMD's RoI terms use those too). Default "student": the released
     # config leaves the RoI term off, and "student" is what every run before this option trained with.
     defeat_roi_sampling: str = "student"
+    # The feature adapter of the attention-mask methods (global, local, glamd, uniform): "1x1" (Zhang &
+    # Ma's and GLAMD's code) or "3x3", DeFeat's near-zero-initialised 3x3 conv -- an option for telling
+    # apart what DeFeat's and GLAMD's feature terms owe to their adapters (notebooks/04).
+    glamd_adapter: str = "1x1"
     # Read the teacher's outputs from the run cache's teacher-output cache (glamd_core.teacher_cache)
     # instead of running it. Speed only: results do not depend on it, so it is not part of a run's key.
     teacher_cache: bool = True
@@ -100,7 +104,8 @@ class DistillConfig:
             if not isinstance(value, bool) and not (value is None and name in _FORM_DEFAULTS["reference"]):
                 raise ValueError(f"DistillConfig.{name} must be True or False, got {value!r}")
         for name, choices in (("student_masks", ("raw", "adapted")), ("defeat_levels", ("by_size", "all")),
-                              ("defeat_adapter", ("3x3", "1x1")), ("defeat_roi_sampling", ("student", "teacher"))):
+                              ("defeat_adapter", ("3x3", "1x1")), ("defeat_roi_sampling", ("student", "teacher")),
+                              ("glamd_adapter", ("1x1", "3x3"))):
             if getattr(self, name) is not None:
                 _check_choice(name, getattr(self, name), choices)
 

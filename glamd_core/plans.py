@@ -117,3 +117,64 @@ def hyperparameter_experiments(profile: str, seeds, sweep_seeds=None, weight_mul
             distill = replace(base, **{parameter: start * m})
             out += [(parameter, float(m), Experiment(kind, "glamd", profile, seed=s, distill=distill)) for s in sweep_seeds]
     return out
+
+
+# Table 3: every detector kind; Cascade R-CNN takes Faster R-CNN's chosen settings (the profile says so).
+DEFEAT_KINDS = ("faster_rcnn", "retinanet", "cascade_rcnn")
+
+
+def defeat_comparison_experiments(profile: str, seeds, kinds=DEFEAT_KINDS) -> list[Experiment]:
+    """Notebook 04 (Table 3): per kind the teacher (first seed), the student alone, DeFeat and
+    GLAMD at every seed, and the global mask at every seed -- on Cascade R-CNN at the first seed only
+    (a row the paper lacks, kept to the budget)."""
+    out = []
+    for kind in kinds:
+        out.append(Experiment(kind, "teacher", profile, seed=seeds[0]))
+        out += [Experiment(kind, m, profile, seed=s) for m in ("none", "defeat", "glamd") for s in seeds]
+        out += [Experiment(kind, "global", profile, seed=s) for s in (seeds[:1] if kind == "cascade_rcnn" else seeds)]
+    return out
+
+
+def defeat_screen_experiments(profile: str, seed: int, glamd_alpha: float | None = None,
+                              kind: str = "faster_rcnn") -> list[tuple[str, str, Experiment]]:
+    """Notebook 04's diagnosis as ``(variant, side, experiment)``: one component of DeFeat's or
+    GLAMD's feature term swapped at a time, each against its own method at its chosen setting
+    (``side`` is the method it starts from). ``glamd_alpha``: GLAMD's alpha at which its feature
+    term's gradient matches DeFeat's (None leaves that variant out; see
+    :func:`alpha_matching_defeat`)."""
+    P = get_profile(profile)
+    defeat, glamd = P.distill_for(kind, "defeat"), P.distill_for(kind, "glamd")
+    temperature = glamd.resolved(two_stage=kind != "retinanet").temperature
+
+    def variant(name, side, config=None, method=None):
+        return name, side, Experiment(kind, method or side, profile, seed=seed, distill=config)
+
+    out = [variant("DeFeat (chosen)", "defeat"), variant("GLAMD (chosen)", "glamd"),
+           variant("DeFeat, 1x1 adapter", "defeat", replace(defeat, defeat_adapter="1x1")),
+           variant("DeFeat, every level marked", "defeat", replace(defeat, defeat_levels="all")),
+           variant("DeFeat, foreground only", "defeat", replace(defeat, defeat_bg_weight=0.0)),
+           variant("DeFeat, background only", "defeat", replace(defeat, defeat_fg_weight=0.0)),
+           variant("GLAMD, feature term only", "glamd", replace(glamd, beta=0.0, gamma=0.0)),
+           variant("GLAMD, no masks (uniform)", "glamd", method="uniform"),
+           variant(f"GLAMD, temperature x10 ({10 * temperature:g})", "glamd", replace(glamd, temperature=10 * temperature)),
+           variant("GLAMD, DeFeat's 3x3 adapter", "glamd", replace(glamd, glamd_adapter="3x3"))]
+    if glamd_alpha is not None:
+        out.append(variant(f"GLAMD, alpha {glamd_alpha:g} (DeFeat's gradient ratio)", "glamd",
+                           replace(glamd, alpha=float(glamd_alpha))))
+    return out
+
+
+def alpha_matching_defeat(balance, kind: str = "faster_rcnn", defeat_setting: str = "reference x1",
+                          glamd_setting: str = "normalised a=0.3") -> float:
+    """GLAMD's alpha whose feature-term gradient (relative to the detection loss's, mean over the
+    logged epochs of seed-0 runs) matches DeFeat's at their chosen settings, from the gradient
+    balance notebook 00 records (``results/00_calibration/gradient_balance.csv``). The ratio grows
+    in proportion to alpha (0.3 -> 1 multiplied it by about 3 there), so alpha scales by the
+    ratio of ratios; rounded to two digits, so the run key stays put."""
+    rows = balance[(balance.kind == kind) & (balance.term == "feat")]
+    ratio = {m: rows[(rows.method == m) & (rows.setting == s)].ratio.mean()
+             for m, s in (("defeat", defeat_setting), ("glamd", glamd_setting))}
+    if any(v != v for v in ratio.values()):  # NaN: the settings are not in the file
+        raise ValueError(f"no gradient balance for {kind} DeFeat '{defeat_setting}' / GLAMD '{glamd_setting}'")
+    alpha = float(glamd_setting.split("=")[-1]) if "=" in glamd_setting else float(glamd_setting.split("x")[-1])
+    return round(alpha * ratio["defeat"] / ratio["glamd"], 2)

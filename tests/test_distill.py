@@ -85,7 +85,7 @@ def test_bad_pairs_and_configs_are_rejected():
         Distiller(r, f)
     with pytest.raises(ValueError, match="method"):
         DistillConfig(method="fitnet")
-    with pytest.raises(ValueError, match="alpha must be a finite number >= 0"):
+    with pytest.raises(ValueError, match="alpha must be a number from 0 to 1000"):
         DistillConfig(alpha=-1)
 
 

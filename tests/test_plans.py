@@ -3,6 +3,8 @@ patch-size premise of notebook 02 -- from 16 cells on, GLAMD at 128 px *is* the 
 
 from dataclasses import replace
 
+import pandas as pd
+
 import pytest
 import torch
 
@@ -108,3 +110,36 @@ def test_hyperparameter_sweep_reuses_the_ablations_zero_points_and_moves_one_par
         assert replace(c, **{parameter: getattr(base, parameter)}) == replace(base, method=c.method)
         assert e.seed in (0, 1)  # the sweep's seeds: the first two
     assert plans.swept_value(points[0][2], "temperature") == 0.1  # the reference's one-stage temperature
+
+
+def test_table3_and_the_screen_reuse_notebook_00s_runs_and_change_one_component(tmp_path):
+    chosen = pd.concat([_chosen_frame("cpu", k) for k in ("retinanet", "faster_rcnn")])
+    dirs_00 = {run_dir(e, runs_dir=tmp_path) for e in C.chosen_experiments(chosen, ["retinanet", "faster_rcnn"], "cpu",
+                                                                            [0, 1, 2])}
+    table3 = plans.defeat_comparison_experiments("cpu", [0, 1, 2])
+    two_kinds = {run_dir(e, runs_dir=tmp_path) for e in table3 if e.kind != "cascade_rcnn" and e.method != "teacher"}
+    assert two_kinds == dirs_00
+    dirs_00 |= {run_dir(e, runs_dir=tmp_path) for e in C.diagnostic_experiments(chosen, ["faster_rcnn"], "cpu")}
+    assert sum(e.kind == "cascade_rcnn" and e.method == "global" for e in table3) == 1
+    screen = plans.defeat_screen_experiments("cpu", 0, glamd_alpha=0.5)
+    assert len({run_dir(e, runs_dir=tmp_path) for _, _, e in screen}) == len(screen)
+    starts = {"defeat": get_profile("cpu").distill_for("faster_rcnn", "defeat"),
+              "glamd": get_profile("cpu").distill_for("faster_rcnn", "glamd")}
+    for name, side, e in screen[2:]:
+        changed = {k for k, v in vars(e.distill_config()).items() if getattr(starts[side], k) != v}
+        assert 1 <= len(changed) <= 2, name  # one component: a field, the method (masks), or beta and gamma together
+    feature_only = next(e for n, _, e in screen if n == "GLAMD, feature term only")
+    assert run_dir(feature_only, runs_dir=tmp_path) in dirs_00  # 00's diagnostic run
+
+
+def test_glamd_adapter_option_keeps_earlier_keys_and_starts_near_zero(tmp_path):
+    from glamd_core.methods.adapters import feature_adapters
+
+    default = Experiment("faster_rcnn", "glamd", "cpu")
+    spelled = Experiment("faster_rcnn", "glamd", "cpu", distill=replace(default.distill_config(), glamd_adapter="1x1"))
+    three = Experiment("faster_rcnn", "glamd", "cpu", distill=replace(default.distill_config(), glamd_adapter="3x3"))
+    assert run_dir(default, runs_dir=tmp_path) == run_dir(spelled, runs_dir=tmp_path) != run_dir(three, runs_dir=tmp_path)
+    adapters = feature_adapters("3x3", 8, 16, 2)
+    assert all(a.kernel_size == (3, 3) and a.weight.abs().max() <= 2e-4 for a in adapters)
+    with pytest.raises(ValueError, match="glamd_adapter"):
+        replace(default.distill_config(), glamd_adapter="5x5")

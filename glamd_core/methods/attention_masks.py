@@ -33,6 +33,7 @@ from torch import nn
 
 from .. import losses as L
 from ..masks import attention_masks, feature_weight
+from .adapters import feature_adapters
 
 MASK_MODE_OF = {"global": "global", "local": "local", "glamd": "both", "uniform": "uniform"}
 FEATURE_CONSTANT = {True: 7e-5, False: 7e-5 * 6}  # two-stage file, one-stage file
@@ -48,7 +49,7 @@ class AttentionMaskDistillation(nn.Module):
         if config.student_masks == "raw" and config.channel_mask and student_channels != teacher_channels:
             raise ValueError(f"channel masks from the raw student maps need equal FPN widths (student "
                              f"{student_channels}, teacher {teacher_channels}); use student_masks='adapted'")
-        self.adapters = nn.ModuleList(nn.Conv2d(student_channels, teacher_channels, 1) for _ in range(levels))
+        self.adapters = feature_adapters(config.glamd_adapter, student_channels, teacher_channels, levels)
         if self.reference and config.alpha and config.attention_weight:  # its own attention adapters, default init
             self.channel_adapters = nn.ModuleList(nn.Linear(student_channels, teacher_channels) for _ in range(levels))
             self.spatial_adapters = nn.ModuleList(nn.Conv2d(1, 1, 3, padding=1) for _ in range(levels))

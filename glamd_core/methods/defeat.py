@@ -28,20 +28,14 @@ import torch
 from torch import nn
 
 from .. import losses as L
+from .adapters import feature_adapters
 
 
 class DeFeatDistillation(nn.Module):
     def __init__(self, config, two_stage: bool, student_channels: int, teacher_channels: int, levels: int):
         super().__init__()
         self.config, self.two_stage = config, two_stage
-        if config.defeat_adapter == "3x3":
-            self.adapters = nn.ModuleList(nn.Conv2d(student_channels, teacher_channels, 3, padding=1)
-                                          for _ in range(levels))
-            with torch.no_grad():
-                for a in self.adapters:  # the official init (the bias keeps PyTorch's default)
-                    a.weight.normal_().fmod_(2).mul_(1e-4)
-        else:
-            self.adapters = nn.ModuleList(nn.Conv2d(student_channels, teacher_channels, 1) for _ in range(levels))
+        self.adapters = feature_adapters(config.defeat_adapter, student_channels, teacher_channels, levels)
 
     def forward(self, d) -> dict[str, torch.Tensor]:
         cfg = self.config
