@@ -23,6 +23,15 @@ def main(argv: list[str] | None = None) -> None:
                      help="runs trained at once in parallel processes (default: one per CPU core, up to 4, on "
                      "CPU profiles; 1 for smoke and GPU profiles)")
     rep.add_argument("--data-root", default=None, help="real dataset root for the paper_voc / paper_coco profiles")
+    rep.add_argument("--plan", action="store_true", help="train nothing: print every run the notebooks need, cached "
+                     "or to train, with estimated minutes and the total wall time for --workers")
+    rep.add_argument("--executor", choices=["local", "dask", "submitit"], default="local",
+                     help="where the pool of missing runs trains: local worker processes (default), a dask cluster "
+                     "(--scheduler ADDRESS, else a local one with --workers processes), or SLURM via submitit")
+    rep.add_argument("--scheduler", default=None, help="dask: the scheduler's address, e.g. tcp://host:8786")
+    rep.add_argument("--slurm", action="append", default=[], metavar="KEY=VALUE",
+                     help="submitit: a parameter for executor.update_parameters, e.g. --slurm timeout_min=240 "
+                     "--slurm slurm_partition=gpu --slurm gpus_per_node=1 (repeatable)")
     tr = sub.add_parser("run", help="train (or fetch from runs/) and evaluate one experiment: a teacher, a "
                         "student alone, or a distilled student")
     tr.add_argument("--profile", default="cpu", choices=sorted(PROFILES))
@@ -53,10 +62,20 @@ def main(argv: list[str] | None = None) -> None:
     rs.add_argument("--unfinished-only", action="store_true")
     a = p.parse_args(argv)
     if a.command == "reproduce":
-        from .reproduce import reproduce
+        from .reproduce import format_plan, plan, reproduce
 
-        for out in reproduce(a.profile, a.names, a.workers, a.data_root):
-            print("executed", out)
+        if a.plan:
+            print(format_plan(plan(a.profile, a.names, a.workers, data_root=a.data_root)))
+            return
+        try:
+            executor, close = _executor(a)
+        except ValueError as error:
+            p.error(str(error))
+        try:
+            for out in reproduce(a.profile, a.names, a.workers, a.data_root, executor=executor):
+                print("executed", out)
+        finally:
+            close()
         return
     if a.command == "runs":
         from .experiments import clear_runs, list_runs
@@ -101,6 +120,45 @@ def main(argv: list[str] | None = None) -> None:
 
 
 _FIELD_TYPES = {"str": str, "float": float, "int": int, "bool": bool}
+
+
+def _executor(a):
+    """``(executor, close)`` for ``reproduce --executor``: None for local worker processes."""
+    if a.executor == "local":
+        if a.scheduler or a.slurm:
+            raise ValueError("--scheduler and --slurm go with --executor dask / submitit")
+        return None, lambda: None
+    if a.executor == "dask":
+        try:
+            from distributed import Client, LocalCluster
+        except ImportError:
+            raise ValueError("--executor dask needs dask.distributed: pip install -e '.[cluster]'") from None
+        if a.scheduler:
+            client = Client(a.scheduler)
+            return client.get_executor(), client.close
+        cluster = LocalCluster(n_workers=a.workers or 2, threads_per_worker=1, processes=True, dashboard_address=None)
+        client = Client(cluster)
+
+        def close():
+            client.close()
+            cluster.close()
+
+        return client.get_executor(), close
+    try:
+        import submitit
+    except ImportError:
+        raise ValueError("--executor submitit needs submitit: pip install -e '.[cluster]'") from None
+    from .runs import RUNS_DIR
+
+    options = {}
+    for item in a.slurm:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--slurm takes KEY=VALUE, got {item!r}")
+        options[key] = int(value) if value.isdigit() else value
+    executor = submitit.AutoExecutor(folder=RUNS_DIR / "submitit")
+    executor.update_parameters(**options)
+    return executor, lambda: None
 
 
 def _positive_int(text: str) -> int:

@@ -158,7 +158,7 @@ _SPAWN_HINT = ("Worker processes start by importing the calling script: in a scr
 
 
 def run_all(experiments: list[Experiment], workers: int | None = None, executor: Executor | None = None,
-            **kw) -> list[dict]:
+            estimates: list[float] | None = None, **kw) -> list[dict]:
     """Run (or fetch) every experiment, with a progress bar over them; results in the given order.
 
     ``workers`` > 1 trains that many runs at once in separate processes, each with
@@ -173,6 +173,9 @@ def run_all(experiments: list[Experiment], workers: int | None = None, executor:
     Its workers must import this package and see ``runs_dir`` / ``data_dir`` at the same paths (a
     shared filesystem: the run cache is where they meet); they set their own thread counts. The
     executor is not shut down here.
+
+    ``estimates``: each experiment's estimated minutes (``glamd_core.costs``); the progress bar then
+    counts estimated minutes of runs done, so its ETA weighs a teacher as the five students it costs.
     """
     from tqdm.auto import tqdm
 
@@ -184,14 +187,26 @@ def run_all(experiments: list[Experiment], workers: int | None = None, executor:
         raise TypeError(f"executor must be a concurrent.futures.Executor, got {type(executor).__name__}")
     if getattr(multiprocessing.current_process(), "_inheriting", False):  # how multiprocessing itself tells
         raise RuntimeError(_SPAWN_HINT)
-    bar = tqdm(total=len(experiments), desc="experiments")
+    if estimates is not None and len(estimates) != len(experiments):
+        raise ValueError(f"{len(estimates)} estimates for {len(experiments)} experiments")
+    weight = list(estimates) if estimates is not None else [1] * len(experiments)
+    bar = tqdm(total=round(sum(weight), 1), desc="runs" if estimates is not None else "experiments",
+               unit="est. min" if estimates is not None else "it")
+    done = 0
+
+    def advance(i: int, what: str) -> None:
+        nonlocal done
+        done += 1
+        bar.set_postfix_str(f"{done}/{len(experiments)} runs; {what}")
+        bar.update(weight[i])
+
     results: list[dict | None] = [None] * len(experiments)
     todo = []
     for i, exp in enumerate(experiments):
         if (workers == 1 and executor is None) or is_finished(exp, **kw):
-            bar.set_postfix_str(f"{exp.kind} {exp.method} seed {exp.seed}")
+            bar.set_postfix_str(f"{done}/{len(experiments)} runs; {exp.kind} {exp.method} seed {exp.seed}")
             results[i] = run(exp, **kw)
-            bar.update()
+            advance(i, f"{exp.kind} {exp.method} seed {exp.seed}")
         else:
             todo.append(i)
     if todo:
@@ -212,8 +227,7 @@ def run_all(experiments: list[Experiment], workers: int | None = None, executor:
                 for future in as_completed(futures):
                     i = futures[future]
                     results[i] = future.result()
-                    bar.set_postfix_str(f"done: {experiments[i].kind} {experiments[i].method} seed {experiments[i].seed}")
-                    bar.update()
+                    advance(i, f"done: {experiments[i].kind} {experiments[i].method} seed {experiments[i].seed}")
             except BrokenProcessPool as error:
                 ex.shutdown(wait=False, cancel_futures=True)
                 raise RuntimeError("a run_all worker process died (its traceback is above, on stderr). "

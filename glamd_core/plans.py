@@ -178,3 +178,101 @@ def alpha_matching_defeat(balance, kind: str = "faster_rcnn", defeat_setting: st
         raise ValueError(f"no gradient balance for {kind} DeFeat '{defeat_setting}' / GLAMD '{glamd_setting}'")
     alpha = float(glamd_setting.split("=")[-1]) if "=" in glamd_setting else float(glamd_setting.split("x")[-1])
     return round(alpha * ratio["defeat"] / ratio["glamd"], 2)
+
+
+# -- the other notebooks' runs ----------------------------------------------------------------------
+BOTH_KINDS = ("faster_rcnn", "retinanet")
+
+
+def calibration_experiments(profile: str, seeds, kinds=BOTH_KINDS, grid=None) -> list[Experiment]:
+    """Notebook 00, first stage: teacher and student at the first seed, and every method at every grid
+    point (``calibration.GRID``; ``smoke``: its first and fourth points) at the first seed."""
+    from . import calibration as C
+
+    grid = [tuple(p) for p in grid] if grid else (C.GRID[::3] if profile == "smoke" else C.GRID)
+    baselines = [Experiment(kind, role, profile, seed=seeds[0]) for kind in kinds for role in ("teacher", "none")]
+    return baselines + C.grid_experiments(kinds, profile, seed=seeds[0], grid=grid)
+
+
+def calibration_chosen_experiments(profile: str, seeds, kinds=BOTH_KINDS, chosen=None) -> list[Experiment]:
+    """Notebook 00, second stage: each method at its point chosen on val (``chosen``: the first
+    stage's choice; None: the choice the profile records, which is what a plan can list before the
+    first stage has run) at every seed, the student, and GLAMD's feature term alone at the first seed."""
+    import pandas as pd
+
+    from . import calibration as C
+
+    if chosen is None:
+        P = get_profile(profile)
+        chosen = pd.DataFrame([{"kind": k, "method": m, "loss_form": P.distill_for(k, m).loss_form,
+                                "alpha": P.distill_for(k, m).alpha} for k in kinds for m in C.COMPARED_METHODS])
+    return (C.chosen_experiments(chosen, kinds, profile, seeds)
+            + C.diagnostic_experiments(chosen, kinds, profile, seed=seeds[0]))
+
+
+def small_models_experiments(profile: str, seeds, kinds=BOTH_KINDS) -> list[Experiment]:
+    """Notebook 01 (Table 1): teacher (first seed), student and GLAMD at every seed, per kind."""
+    return [Experiment(kind, "teacher", profile, seed=seeds[0]) for kind in kinds] + [
+        Experiment(kind, method, profile, seed=s) for kind in kinds for method in ("none", "glamd") for s in seeds]
+
+
+def error_analysis_experiments(profile: str, seeds, kinds=("retinanet", "faster_rcnn")) -> list[Experiment]:
+    """Notebook 06 (Fig. 2): student and GLAMD at every seed, per kind."""
+    return [Experiment(kind, method, profile, seed=s) for kind in kinds for method in ("none", "glamd") for s in seeds]
+
+
+def feature_distance_experiments(profile: str, seed: int = 0, kind: str = "retinanet") -> list[Experiment]:
+    """Notebook 07 (Figs. 3-4): the teacher and three students (alone, global mask, GLAMD) at one seed."""
+    return [Experiment(kind, "teacher", profile, seed=seed)] + [Experiment(kind, m, profile, seed=seed)
+                                                                 for m in ("none", "global", "glamd")]
+
+
+def mask_visualization_experiments(profile: str, kind: str = "retinanet") -> list[Experiment]:
+    """Notebook 08 (Fig. 5): the teacher, whose masks it draws."""
+    return [Experiment(kind, "teacher", profile)]
+
+
+# Each notebook's runs at its default parameters, and what a plan cannot list before it runs.
+# notebook name -> (function of (profile, seeds) -> experiments, note or "")
+def _experiments_of(experiments_with_labels):
+    return [e for *_, e in experiments_with_labels]
+
+
+NOTEBOOK_PLANS = {
+    "00_calibration": (lambda p, s: calibration_experiments(p, s) + calibration_chosen_experiments(p, s),
+                       "its second stage trains each method at the point chosen on val: listed at the choice the "
+                       "profile records; a different choice trains other runs"),
+    "01_voc_small_models": (lambda p, s: small_models_experiments(p, s), ""),
+    "02_patch_size": (lambda p, s: patch_size_experiments(p, s), ""),
+    "03_hyperparameters": (lambda p, s: _experiments_of(hyperparameter_experiments(
+        p, s, weight_multipliers=(0.0, 2.0) if p == "smoke" else WEIGHT_MULTIPLIERS,
+        temperature_multipliers=(2.0,) if p == "smoke" else TEMPERATURE_MULTIPLIERS)), ""),
+    "04_defeat_comparison": (lambda p, s: defeat_comparison_experiments(p, s) + _experiments_of(
+        defeat_screen_experiments(p, s[0], _recorded_glamd_alpha(p))),
+        "after the screen, its top variants are confirmed on a second seed: 2 more Faster R-CNN runs, "
+        "chosen by the screen's numbers"),
+    "05_glam_ablation": (lambda p, s: ablation_experiments(p, s), ""),
+    "06_error_analysis": (lambda p, s: error_analysis_experiments(p, s), ""),
+    "07_feature_distance": (lambda p, s: feature_distance_experiments(p, s[0]), ""),
+    "08_mask_visualization": (lambda p, s: mask_visualization_experiments(p), ""),
+}
+
+
+def _recorded_glamd_alpha(profile: str) -> float | None:
+    """Notebook 04's GLAMD alpha at DeFeat's gradient ratio, from notebook 00's committed results."""
+    import pandas as pd
+
+    from .runs import RESULTS_DIR
+
+    path = RESULTS_DIR / "00_calibration" / "gradient_balance.csv"
+    if profile != "cpu" or not path.exists():
+        return None
+    return alpha_matching_defeat(pd.read_csv(path))
+
+
+def notebook_experiments(name: str, profile: str, seeds=None) -> tuple[list[Experiment], str]:
+    """The runs notebook ``name`` trains at its default parameters, and what the list cannot know yet."""
+    if name not in NOTEBOOK_PLANS:
+        raise ValueError(f"no plan for notebook {name!r}; plans exist for {sorted(NOTEBOOK_PLANS)}")
+    make, note = NOTEBOOK_PLANS[name]
+    return make(profile, list(seeds or get_profile(profile).seeds)), note

@@ -12,21 +12,147 @@ import os
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
+from .costs import COSTS_FILE
 from .experiments import results_dir, write_results
 from .profiles import Profile, get_profile
 from .runs import DATA_DIR, REPO_ROOT, RUNS_DIR, splits, train_detector
 
 
-def reproduce(profile: str = "cpu", names=(), workers: int | None = None, data_root: str | None = None) -> list[Path]:
+def reproduce(profile: str = "cpu", names=(), workers: int | None = None, data_root: str | None = None,
+              executor=None, pool: bool = True, runs_dir: Path = RUNS_DIR) -> list[Path]:
     """Every notebook under ``notebooks/`` (or the ``names`` given) executed with papermill at
-    ``profile``, training ``workers`` runs at once (None: the notebooks' default); returns the
-    executed copies (``results/<name>/<name>.ipynb``). A profile without a val split (real data)
-    skips the calibration notebook unless it is named: there is nothing to choose on."""
-    if not names and "val" not in splits(get_profile(profile)):
-        names = [p for p in notebook_paths() if p.stem != "00_calibration"]
+    ``profile``; returns the executed copies (``results/<name>/<name>.ipynb``). A profile without a
+    val split (real data) skips the calibration notebook unless it is named: there is nothing to
+    choose on.
+
+    With ``pool`` (the default), the runs every notebook needs (:func:`plan`) are trained first, in
+    one pool -- teachers first, then the longest -- on ``workers`` local processes or on
+    ``executor`` (any ``concurrent.futures.Executor``, e.g. a dask client's or submitit's, see
+    ``run_all``), with one progress bar over all of them; the notebooks then find their runs cached.
+    Runs a plan cannot list in advance (a choice made on val, a screen's top variants) are trained by
+    their notebook. ``runs_dir`` is the pool's run cache; the notebooks' kernels use ``$GLAMD_RUNS_DIR``
+    (or ``runs/``), so the two must name the same folder."""
+    names = _default_names(profile, names)
+    if pool:
+        train_pool(profile, names, workers, data_root, executor, runs_dir)
     return run_notebooks(names, profile, workers, data_root)
+
+
+def _default_names(profile: str, names) -> list:
+    if not names and "val" not in splits(get_profile(profile)):
+        return [p for p in notebook_paths() if p.stem != "00_calibration"]
+    return list(names)
+
+
+def plan(profile: str = "cpu", names=(), workers: int | None = None, runs_dir: Path = RUNS_DIR,
+         data_root: str | None = None, costs_file: Path = COSTS_FILE) -> pd.DataFrame:
+    """Every run the notebooks need, without training or generating anything: one row per
+    (notebook, run) with kind, method, seed, setting (what differs from the profile's chosen
+    setting), ``status`` (cached / to train / planned by an earlier notebook), the estimated minutes
+    of a run to train and where the estimate comes from. ``frame.attrs``: the distinct runs to train,
+    their training minutes, the simulated wall time on ``workers`` processes, and notes on what the
+    lists cannot know in advance."""
+    from . import plans
+    from .costs import CostModel, local_threads, pool_order, simulate_wall
+    from .experiments import default_workers, is_finished, run_dir
+
+    rows, notes, seen = [], {}, {}
+    paths = notebook_paths(_default_names(profile, names))
+    experiments_by_nb = {}
+    for path in paths:
+        experiments, note = plans.notebook_experiments(path.stem, profile)
+        experiments_by_nb[path.stem] = experiments
+        if note:
+            notes[path.stem] = note
+    everything = [e for exps in experiments_by_nb.values() for e in exps]
+    workers = default_workers(everything) if workers is None else int(workers)
+    model = CostModel(runs_dir, costs_file, threads=local_threads(workers))
+    pool, pool_minutes = [], []
+    for nb, experiments in experiments_by_nb.items():
+        runs = {}
+        for e in experiments:  # a run listed twice by one notebook (a shared row) counts once
+            runs.setdefault(run_dir(e, runs_dir, data_root=data_root), e)
+        for where, e in runs.items():
+            if where in seen:
+                status = "cached" if seen[where] == "cached" else f"planned by {seen[where]}"
+                minutes, source = float("nan"), ""
+            elif is_finished(e, runs_dir, data_root=data_root):
+                status, minutes, source = "cached", float("nan"), ""
+                seen[where] = "cached"
+            else:
+                status = "to train"
+                minutes, source = model.estimate(e)
+                seen[where] = nb
+                pool.append(e)
+                pool_minutes.append(minutes)
+            rows.append({"notebook": nb, "kind": e.kind, "method": e.method, "seed": e.seed,
+                         "setting": setting_label(e), "status": status, "minutes": minutes, "estimate": source,
+                         "run": where.name})
+    frame = pd.DataFrame(rows, columns=["notebook", "kind", "method", "seed", "setting", "status", "minutes",
+                                        "estimate", "run"])
+    order = pool_order(pool, pool_minutes)
+    frame.attrs.update(profile=profile, workers=workers, threads=local_threads(workers), notes=notes,
+                       to_train=len(pool), train_minutes=float(np.nansum(pool_minutes)),
+                       unknown=int(np.isnan(pool_minutes).sum()) if pool_minutes else 0,
+                       wall_minutes=simulate_wall(pool, pool_minutes, workers, runs_dir) if pool else 0.0,
+                       pool=[pool[i] for i in order], pool_minutes=[pool_minutes[i] for i in order])
+    return frame
+
+
+def setting_label(exp) -> str:
+    """What a run's distillation setting changes from the profile's chosen one (``chosen`` if
+    nothing; ``-`` for teachers and students alone)."""
+    from dataclasses import fields
+
+    if exp.method in ("teacher", "none"):
+        return "-"
+    chosen = get_profile(exp.profile).distill_for(exp.kind, exp.method)
+    config = exp.distill_config()
+    changed = [f"{f.name}={getattr(config, f.name)!r}" for f in fields(config)
+               if f.name != "method" and getattr(config, f.name) != getattr(chosen, f.name)]
+    return ", ".join(changed) or "chosen"
+
+
+def format_plan(frame: pd.DataFrame, verbose: bool = True) -> str:
+    """The plan as text: per notebook its runs (those to train listed one by one), then the totals."""
+    a = frame.attrs
+    lines = [f"Plan for profile {a['profile']}: {a['workers']} worker(s) x {a['threads']} thread(s); nothing is "
+             "trained by this command."]
+    for nb, part in frame.groupby("notebook", sort=False):
+        todo = part[part.status == "to train"]
+        shared = part.status.str.startswith("planned by").sum()
+        lines.append(f"\n{nb}: {len(part)} runs -- {int((part.status == 'cached').sum())} cached, {len(todo)} to train "
+                     f"(~{np.nansum(todo.minutes):.0f} min of runs), {shared} planned by an earlier notebook")
+        if nb in a["notes"]:
+            lines.append(f"  note: {a['notes'][nb]}")
+        if verbose:
+            for r in todo.itertuples():
+                est = "unknown" if np.isnan(r.minutes) else f"~{r.minutes:.1f} min"
+                lines.append(f"  to train: {r.kind:<12} {r.method:<8} seed {r.seed}  {r.setting:<40} {est}")
+    unknown = f" ({a['unknown']} of them without a measured cost, counted as 0)" if a["unknown"] else ""
+    h, m = divmod(round(a["wall_minutes"]), 60)
+    lines.append(f"\nTotal: {a['to_train']} distinct runs to train{unknown}, ~{a['train_minutes']:.0f} min of runs; "
+                 f"estimated wall ~{h} h {m:02d} min on {a['workers']} worker(s) (simulated: teachers first, longest "
+                 "first, students wait for their teacher), plus executing the notebooks.")
+    return "\n".join(lines)
+
+
+def train_pool(profile: str = "cpu", names=(), workers: int | None = None, data_root: str | None = None,
+               executor=None, runs_dir: Path = RUNS_DIR) -> list[dict]:
+    """Train every run the notebooks ``names`` need that is not cached, in one pool (see
+    :func:`reproduce`), with one progress bar weighted by the runs' estimated minutes."""
+    from .experiments import run_all
+
+    frame = plan(profile, names, workers, runs_dir, data_root)
+    pool, minutes = frame.attrs["pool"], frame.attrs["pool_minutes"]
+    if not pool:
+        return []
+    print(format_plan(frame, verbose=False))
+    return run_all(pool, workers=frame.attrs["workers"], executor=executor, data_root=data_root, runs_dir=runs_dir,
+                   estimates=[0.0 if np.isnan(m) else m for m in minutes])
 
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"

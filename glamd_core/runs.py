@@ -243,6 +243,7 @@ def _run_distributed(run_dir: Path, config: dict, build, profile: Profile, cfg, 
 
 def _train_and_evaluate(run_dir: Path, config: dict, build, profile: Profile, cfg, root: Path) -> dict:
     done = run_dir / "eval.json"
+    t_setup = time.perf_counter()
     try:  # everything that can fail on a bad setting or bad data, before anything is written
         train_ds = load_split(profile, root, "train", train_transforms(), skip_ignored=True)
         eval_sets = {role: load_split(profile, root, role, eval_transforms()) for role in evaluation_splits(profile)}
@@ -258,6 +259,7 @@ def _train_and_evaluate(run_dir: Path, config: dict, build, profile: Profile, cf
     # The key covers the configuration, not the code: record which code trained the run.
     code_commit = git_commit()
     t0 = time.perf_counter()
+    setup_seconds = t0 - t_setup  # datasets, detectors and (first student of a teacher) its output cache
     imported = config["what"] == "imported"
     if imported:  # a detector trained elsewhere: its weights become the run's checkpoint, nothing is trained
         if rank == 0:
@@ -265,6 +267,7 @@ def _train_and_evaluate(run_dir: Path, config: dict, build, profile: Profile, cf
         summary = {}
     else:
         summary = train(trainable, train_ds, cfg, run_dir)
+    t_eval = time.perf_counter()
     metrics = {role: evaluate(detector, ds, profile.eval_batch_size, cfg.device, run_dir / f"detections_{role}.json",
                               progress=cfg.progress)
                for role, ds in eval_sets.items()}  # sharded over the ranks under torchrun
@@ -272,7 +275,8 @@ def _train_and_evaluate(run_dir: Path, config: dict, build, profile: Profile, cf
         return None  # rank 0 writes the run and shares its result
     result = {"kind": config["kind"], "backbone": config["backbone"], "seed": cfg.seed, "profile": profile.name,
               "metrics": metrics, "train_seconds": 0.0 if imported else _training_seconds(run_dir),
-              "wall_seconds_this_call": time.perf_counter() - t0, "final_loss": summary.get("loss"),
+              "wall_seconds_this_call": time.perf_counter() - t0, "setup_seconds": setup_seconds,
+              "eval_seconds": time.perf_counter() - t_eval, "final_loss": summary.get("loss"),
               "run_dir": run_dir.name, "threads": torch.get_num_threads(), "code_commit": code_commit}
     cache = getattr(trainable, "teacher_cache", None)
     if cache is not None:  # batches served from the teacher-output cache / run online, in this call

@@ -1,0 +1,130 @@
+"""What runs cost: measured minutes per run, and the wall time of a pool of runs on N workers.
+
+Every estimate comes from a measurement: a finished run records its training, evaluation and set-up
+seconds in ``eval.json``; runs not yet trained are estimated by the median of finished runs of the
+same profile, detector kind and role (teacher / student alone / distilled student) at the same
+thread count -- from the run cache, else from ``results/benchmarks/run_costs.csv``, which
+``python benchmarks/run_costs.py`` tabulates from a cache and which is committed so that a machine
+with an empty cache can still plan. A run with no measurement of its kind is listed as unknown.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from .experiments import Experiment, is_run, run_dir
+from .profiles import get_profile
+from .runs import RESULTS_DIR, RUNS_DIR
+
+COSTS_FILE = RESULTS_DIR / "benchmarks" / "run_costs.csv"
+COST_COLUMNS = ["profile", "kind", "role", "threads", "minutes", "n"]
+
+
+def role_of(exp: Experiment) -> str:
+    return {"teacher": "teacher", "none": "student"}.get(exp.method, "distilled")
+
+
+def run_minutes(result: dict) -> float:
+    """A finished run's cost in minutes: set-up (building its detectors and, for the first student of
+    a teacher, the teacher-output cache) + training + evaluation. Runs recorded before set-up and
+    evaluation were timed give their last call's wall time (training + evaluation)."""
+    train = result.get("train_seconds", 0.0)
+    if "eval_seconds" in result:
+        return (result.get("setup_seconds", 0.0) + train + result["eval_seconds"]) / 60
+    return max(train, result.get("wall_seconds_this_call", 0.0)) / 60
+
+
+def measured_costs(runs_dir: Path = RUNS_DIR) -> pd.DataFrame:
+    """One row per finished run in the cache: profile, kind, role, threads, minutes."""
+    rows = []
+    root = Path(runs_dir)
+    for d in sorted(root.iterdir()) if root.is_dir() else []:
+        if not is_run(d) or not (d / "eval.json").is_file():
+            continue
+        try:
+            result, config = json.loads((d / "eval.json").read_text()), json.loads((d / "config.json").read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if config.get("what") == "imported":
+            continue  # nothing was trained
+        try:
+            profile = get_profile(result["profile"]).for_kind(result["kind"])
+        except (KeyError, ValueError):
+            continue
+        role = ("distilled" if config.get("what") == "distilled"
+                else "teacher" if config.get("backbone") == profile.teacher_backbone else "student")
+        rows.append({"profile": result["profile"], "kind": result["kind"], "role": role,
+                     "threads": int(result.get("threads", 0)), "minutes": run_minutes(result), "run": d.name})
+    return pd.DataFrame(rows, columns=["profile", "kind", "role", "threads", "minutes", "run"])
+
+
+def cost_table(measured: pd.DataFrame) -> pd.DataFrame:
+    """Median minutes and count per (profile, kind, role, threads)."""
+    if measured.empty:
+        return pd.DataFrame(columns=COST_COLUMNS)
+    g = measured.groupby(["profile", "kind", "role", "threads"]).minutes
+    return g.agg(minutes="median", n="count").reset_index()[COST_COLUMNS]
+
+
+class CostModel:
+    """Estimated minutes of any experiment, from the cache's finished runs and the committed table."""
+
+    def __init__(self, runs_dir: Path = RUNS_DIR, costs_file: Path = COSTS_FILE, threads: int = 1):
+        self.runs_dir, self.threads = Path(runs_dir), threads
+        self.cached = cost_table(measured_costs(runs_dir))
+        committed = pd.read_csv(costs_file) if Path(costs_file).is_file() else pd.DataFrame(columns=COST_COLUMNS)
+        self.table = pd.concat([self.cached.assign(source="run cache"), committed.assign(source=str(costs_file.name))])
+
+    def estimate(self, exp: Experiment) -> tuple[float, str]:
+        """``(minutes, source)``: the run cache's median for the run's profile, kind, role at this
+        thread count (else at any thread count), else the committed table's; NaN if nothing is known."""
+        t = self.table
+        same = t[(t.profile == exp.profile) & (t.kind == exp.kind) & (t.role == role_of(exp))]
+        for rows in (same[same.threads == self.threads], same):
+            if len(rows):
+                best = rows.iloc[0]  # the run cache's rows come first
+                return float(best.minutes), f"{best.source}, median of {int(best.n)} at {int(best.threads)} thread(s)"
+        return float("nan"), "unknown: no run of this kind measured"
+
+
+def teacher_of(exp: Experiment) -> Experiment | None:
+    """The teacher run a distilled experiment waits for (None for teachers and students alone, and
+    for imported teachers, which train nothing)."""
+    if exp.method in ("teacher", "none") or exp.teacher_checkpoint is not None:
+        return None
+    return Experiment(exp.kind, "teacher", exp.profile, seed=get_profile(exp.profile).seeds[0], teacher=exp.teacher,
+                      epochs=exp.epochs)
+
+
+def pool_order(experiments: list[Experiment], minutes: list[float]) -> list[int]:
+    """The order a pool starts runs in: teachers, then students alone, then distilled students (who
+    need their teachers), longest first within each."""
+    stage = {"teacher": 0, "student": 1, "distilled": 2}
+    return sorted(range(len(experiments)),
+                  key=lambda i: (stage[role_of(experiments[i])], -(0 if math.isnan(minutes[i]) else minutes[i])))
+
+
+def simulate_wall(experiments: list[Experiment], minutes: list[float], workers: int,
+                  runs_dir: Path = RUNS_DIR) -> float:
+    """Minutes until the last run ends when ``workers`` processes take runs in :func:`pool_order`,
+    each starting the next as soon as it is free, and a distilled run whose teacher is being trained
+    in the pool waits for it (as ``run_all``'s workers wait on the teacher's lock)."""
+    free = [0.0] * max(1, workers)
+    ends: dict[Path, float] = {}
+    for i in pool_order(experiments, minutes):
+        w = min(range(len(free)), key=free.__getitem__)
+        teacher = teacher_of(experiments[i])
+        start = max(free[w], ends.get(run_dir(teacher, runs_dir), 0.0) if teacher is not None else 0.0)
+        free[w] = start + (0.0 if math.isnan(minutes[i]) else minutes[i])
+        ends[run_dir(experiments[i], runs_dir)] = free[w]
+    return max(free)
+
+
+def local_threads(workers: int) -> int:
+    """Torch threads per local worker process (``run_all``'s rule)."""
+    return max(1, (os.cpu_count() or 1) // max(1, workers))

@@ -1,0 +1,104 @@
+"""The whole job as one plan: `reproduce --plan` trains nothing, its counts are what the notebooks
+then train, the pool runs on any executor, and its cost model and wall-time simulation do what
+they say."""
+
+import json
+import math
+import os
+from pathlib import Path
+
+import pytest
+
+from glamd_core import costs, plans, reproduce as R
+from glamd_core.__main__ import main as cli
+from glamd_core.experiments import Experiment, is_finished, run, run_dir
+
+
+def _snapshot(folder: Path):
+    return sorted((str(p.relative_to(folder)), p.stat().st_mtime_ns) for p in folder.rglob("*")) if folder.exists() else []
+
+
+def test_plan_trains_nothing_and_touches_no_cache(tmp_path, monkeypatch, capsys):
+    runs_dir = tmp_path / "runs"
+    run(Experiment("retinanet", "none", "smoke"), runs_dir=runs_dir)  # one cached run
+    before = _snapshot(runs_dir)
+    monkeypatch.setattr("glamd_core.experiments.run", lambda *a, **k: pytest.fail("a plan must not train"))
+    monkeypatch.setattr("glamd_core.runs.train", lambda *a, **k: pytest.fail("a plan must not train"))
+    frame = R.plan("smoke", ["02_patch_size", "05_glam_ablation"], workers=2, runs_dir=runs_dir)
+    assert _snapshot(runs_dir) == before
+    assert (frame.status == "cached").sum() == 2  # the student, listed by both notebooks
+    first = frame[frame.notebook == "02_patch_size"]
+    assert (first.status == "to train").sum() == len(first) - 1
+    second = frame[frame.notebook == "05_glam_ablation"]
+    assert second.status.str.startswith("planned by 02").sum() == 2  # the global mask and GLAMD: counted once
+    assert frame.attrs["to_train"] == (frame.status == "to train").sum()
+    monkeypatch.setenv("GLAMD_RUNS_DIR", str(runs_dir))
+    cli(["reproduce", "--plan", "--profile", "smoke", "02_patch_size"])
+    out = capsys.readouterr().out
+    assert "02_patch_size: " in out and "nothing is trained" in out and "Total:" in out
+    assert _snapshot(runs_dir) == before
+
+
+def test_the_pool_trains_what_the_plan_says_and_the_notebook_finds_it_cached(tmp_path, monkeypatch):
+    runs_dir = tmp_path / "runs"
+    frame = R.plan("smoke", ["02_patch_size"], runs_dir=runs_dir)
+    planned = set(frame[frame.status == "to train"].run)
+    R.train_pool("smoke", ["02_patch_size"], runs_dir=runs_dir)
+    after_pool = {p.name for p in runs_dir.iterdir() if p.is_dir()}
+    teachers = {r for r in after_pool if "-resnet18-s0-" in r}  # the smoke teacher, trained for its students
+    assert after_pool - teachers == planned
+    monkeypatch.setenv("GLAMD_RUNS_DIR", str(runs_dir))  # the notebook's kernel reads the same cache
+    R.reproduce("smoke", ["02_patch_size"], pool=False)
+    assert {p.name for p in runs_dir.iterdir() if p.is_dir()} == after_pool  # the notebook trained nothing new
+    assert R.plan("smoke", ["02_patch_size"], runs_dir=runs_dir).attrs["to_train"] == 0
+
+
+def test_the_pool_runs_on_a_dask_cluster(tmp_path):
+    from distributed import Client, LocalCluster
+
+    runs_dir = tmp_path / "runs"
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        results = R.train_pool("smoke", ["07_feature_distance"], executor=client.get_executor(), runs_dir=runs_dir)
+    planned = plans.feature_distance_experiments("smoke")
+    assert len(results) == len(planned) and all(is_finished(e, runs_dir) for e in planned)
+    for r in results:  # each trained once: one summary line per epoch
+        lines = (runs_dir / r["run_dir"] / "metrics.jsonl").read_text().splitlines()
+        assert sum(json.loads(x).get("summary", False) for x in lines) == 1
+
+
+def test_every_notebook_has_a_plan_that_its_notebook_calls():
+    for path in R.notebook_paths():
+        experiments, _ = plans.notebook_experiments(path.stem, "smoke")
+        assert experiments, path.stem
+        assert "plans." in path.read_text(), f"{path.name} must build its runs with glamd_core.plans"
+
+
+# -- the cost model and the wall-time simulation --------------------------------------------------
+def test_wall_time_simulation_matches_a_hand_schedule(tmp_path):
+    teacher = Experiment("retinanet", "teacher", "smoke")
+    students = [Experiment("retinanet", "glamd", "smoke", seed=s) for s in range(3)]
+    alone = Experiment("retinanet", "none", "smoke")
+    exps, minutes = [alone, *students, teacher], [4.0, 2.0, 2.0, 2.0, 10.0]
+    order = costs.pool_order(exps, minutes)
+    assert [exps[i].method for i in order] == ["teacher", "none", "glamd", "glamd", "glamd"]
+    # worker A: teacher 0-10, then a student 10-12; worker B: alone 0-4, waits for the teacher, 10-12, 12-14
+    assert costs.simulate_wall(exps, minutes, workers=2, runs_dir=tmp_path) == pytest.approx(14.0)
+    assert costs.simulate_wall(exps, minutes, workers=1, runs_dir=tmp_path) == pytest.approx(20.0)
+    assert costs.simulate_wall(exps, [4.0, 2.0, 2.0, 2.0, math.nan], workers=2, runs_dir=tmp_path) == pytest.approx(6.0)
+
+
+def test_run_minutes_and_estimates_come_from_measurements(tmp_path):
+    assert costs.run_minutes({"train_seconds": 600, "eval_seconds": 60, "setup_seconds": 30}) == pytest.approx(11.5)
+    assert costs.run_minutes({"train_seconds": 600, "wall_seconds_this_call": 660}) == pytest.approx(11.0)
+    runs_dir = tmp_path / "runs"
+    result = run(Experiment("retinanet", "none", "smoke"), runs_dir=runs_dir)
+    assert {"setup_seconds", "eval_seconds"} <= set(result)
+    model = costs.CostModel(runs_dir, tmp_path / "none.csv", threads=result["threads"])
+    minutes, source = model.estimate(Experiment("retinanet", "none", "smoke", seed=5))
+    assert minutes == pytest.approx(costs.run_minutes(result)) and "run cache" in source
+    assert math.isnan(model.estimate(Experiment("faster_rcnn", "none", "smoke"))[0])
+    table = tmp_path / "costs.csv"
+    table.write_text("profile,kind,role,threads,minutes,n\nsmoke,faster_rcnn,student,1,7.5,3\n")
+    minutes, source = costs.CostModel(runs_dir, table).estimate(Experiment("faster_rcnn", "none", "smoke"))
+    assert minutes == 7.5 and "costs.csv" in source
