@@ -25,6 +25,9 @@ def main(argv: list[str] | None = None) -> None:
     rep.add_argument("--data-root", default=None, help="real dataset root for the paper_voc / paper_coco profiles")
     rep.add_argument("--plan", action="store_true", help="train nothing: print every run the notebooks need, cached "
                      "or to train, with estimated minutes and the total wall time for --workers")
+    rep.add_argument("--no-pool", action="store_false", dest="pool",
+                     help="skip the pool: each notebook trains its own missing runs while it executes (its "
+                     "manifest's wall time then covers its runs)")
     rep.add_argument("--executor", choices=["local", "dask", "submitit"], default="local",
                      help="where the pool of missing runs trains: local worker processes (default), a dask cluster "
                      "(--scheduler ADDRESS, else a local one with --workers processes), or SLURM via submitit")
@@ -72,7 +75,7 @@ def main(argv: list[str] | None = None) -> None:
         except ValueError as error:
             p.error(str(error))
         try:
-            for out in reproduce(a.profile, a.names, a.workers, a.data_root, executor=executor):
+            for out in reproduce(a.profile, a.names, a.workers, a.data_root, executor=executor, pool=a.pool):
                 print("executed", out)
         finally:
             close()

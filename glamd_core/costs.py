@@ -22,7 +22,7 @@ from .profiles import get_profile
 from .runs import RESULTS_DIR, RUNS_DIR
 
 COSTS_FILE = RESULTS_DIR / "benchmarks" / "run_costs.csv"
-COST_COLUMNS = ["profile", "kind", "role", "threads", "minutes", "n"]
+COST_COLUMNS = ["profile", "kind", "role", "threads", "minutes", "n", "source"]
 
 
 def role_of(exp: Experiment) -> str:
@@ -63,12 +63,35 @@ def measured_costs(runs_dir: Path = RUNS_DIR) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["profile", "kind", "role", "threads", "minutes", "run"])
 
 
-def cost_table(measured: pd.DataFrame) -> pd.DataFrame:
+def results_costs(results_dir: Path = RESULTS_DIR) -> pd.DataFrame:
+    """Training minutes of the runs behind committed results (tables with ``kind``, ``method`` or
+    ``role``, ``train_minutes`` and ``run`` columns; profile from the folder's manifest). They lack
+    set-up and evaluation, and the thread count (0 = unknown): a planning fallback for kinds no run
+    cache at hand has measured, labelled as such."""
+    rows = []
+    for table in sorted(Path(results_dir).glob("[!_]*/*.csv")):
+        manifest = table.parent / "manifest.json"
+        try:
+            frame, profile = pd.read_csv(table), json.loads(manifest.read_text())["profile"]
+        except (OSError, ValueError, KeyError, pd.errors.ParserError):
+            continue
+        if not {"kind", "train_minutes", "run"} <= set(frame) or not ({"method", "role"} & set(frame)):
+            continue
+        for r in frame.itertuples():
+            method = getattr(r, "method", None)
+            role = ({"teacher": "teacher", "none": "student"}.get(method, "distilled") if isinstance(method, str)
+                    else {"teacher": "teacher", "student": "student"}.get(getattr(r, "role", ""), "distilled"))
+            rows.append({"profile": profile, "kind": r.kind, "role": role, "threads": 0,
+                         "minutes": float(r.train_minutes), "run": r.run})
+    return pd.DataFrame(rows, columns=["profile", "kind", "role", "threads", "minutes", "run"]).drop_duplicates("run")
+
+
+def cost_table(measured: pd.DataFrame, source: str = "run cache") -> pd.DataFrame:
     """Median minutes and count per (profile, kind, role, threads)."""
     if measured.empty:
         return pd.DataFrame(columns=COST_COLUMNS)
     g = measured.groupby(["profile", "kind", "role", "threads"]).minutes
-    return g.agg(minutes="median", n="count").reset_index()[COST_COLUMNS]
+    return g.agg(minutes="median", n="count").reset_index().assign(source=source)[COST_COLUMNS]
 
 
 class CostModel:
@@ -78,7 +101,11 @@ class CostModel:
         self.runs_dir, self.threads = Path(runs_dir), threads
         self.cached = cost_table(measured_costs(runs_dir))
         committed = pd.read_csv(costs_file) if Path(costs_file).is_file() else pd.DataFrame(columns=COST_COLUMNS)
-        self.table = pd.concat([self.cached.assign(source="run cache"), committed.assign(source=str(costs_file.name))])
+        if "source" not in committed:
+            committed["source"] = ""
+        committed["source"] = [f"{Path(costs_file).name} ({s})" if isinstance(s, str) and s else Path(costs_file).name
+                               for s in committed.source]
+        self.table = pd.concat([self.cached, committed])
 
     def estimate(self, exp: Experiment) -> tuple[float, str]:
         """``(minutes, source)``: the run cache's median for the run's profile, kind, role at this
