@@ -95,7 +95,12 @@ def test_reproduce_cli_runs_every_notebook_with_the_profile_parameter(monkeypatc
         Path(out).write_text("executed")
 
     monkeypatch.setattr(papermill, "execute_notebook", fake_execute)
+    from glamd_core import reproduce as R
+    pooled = []  # the pool of every notebook's runs is tested in tests/test_plan.py; here only what it is given
+    monkeypatch.setattr(R, "train_pool", lambda profile, names, workers, data_root, executor, runs_dir:
+                        pooled.append((profile, [Path(n).stem for n in names], data_root)))
     cli(["reproduce", "--profile", "smoke"])
+    assert pooled == [("smoke", [], None)]  # no names: every notebook
     notebooks = sorted(NOTEBOOK_DIR.glob("[0-9]*.ipynb"))
     assert notebooks and [c[0] for c in calls] == [str(p) for p in notebooks]
     printed = capsys.readouterr().out
@@ -113,13 +118,13 @@ def test_reproduce_cli_runs_every_notebook_with_the_profile_parameter(monkeypatc
         cli(["reproduce", "--workers", "0"])
     with pytest.raises(FileNotFoundError, match="no notebook 'nope'"):
         cli(["reproduce", "--profile", "smoke", "nope"])
-    # real data: the data root reaches the notebooks; calibration (nothing to choose on) is skipped unless named
-    from glamd_core import reproduce as R
+    # real data: the data root reaches the pool and the notebooks; calibration (nothing to choose on) is skipped unless named
     asked = []
     monkeypatch.setattr(R, "run_notebooks", lambda names, profile, workers, data_root: asked.append((names, data_root)) or [])
     cli(["reproduce", "--profile", "paper_voc", "--data-root", "/data/VOCdevkit"])
     names, data_root = asked[-1]
     assert data_root == "/data/VOCdevkit" and [p.name for p in names] == [p.name for p in notebooks[1:]]
+    assert pooled[-1] == ("paper_voc", [p.stem for p in notebooks[1:]], "/data/VOCdevkit")
     assert notebooks[0].stem == "00_calibration"
 
 
