@@ -1,0 +1,84 @@
+"""How well ``reproduce --plan`` predicted the wall time of notebooks whose runs are in a run cache.
+
+    python benchmarks/plan_accuracy.py 02_patch_size 05_glam_ablation [--runs-dir ~/glamd-runs] [--workers 2]
+
+For each notebook, in the order given (each after ``00_calibration`` and the notebooks before it,
+whose runs it finds cached -- the situation the per-notebook budgets describe):
+
+* its new runs: those in its plan (``glamd_core.plans``) and in no earlier one;
+* measured: from the first of them starting (``config.json`` is written after set-up, so its time
+  minus the run's ``setup_seconds``) to the last ending (``eval.json``), from the files' times;
+* estimated: what the plan said before they trained -- the same cost model and pool simulation as
+  ``reproduce --plan``, fed only with runs that had finished before the first new run started.
+
+Prints estimate, measurement and their ratio per notebook; writes them to
+``results/benchmarks/plan_accuracy.csv``. The goal: within 15 %.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from glamd_core import plans
+from glamd_core.costs import cost_table, measured_costs, role_of, simulate_wall
+from glamd_core.experiments import run_dir
+from glamd_core.runs import RESULTS_DIR, RUNS_DIR
+
+
+def _times(folder: Path) -> tuple[float, float]:
+    result = json.loads((folder / "eval.json").read_text())
+    start = (folder / "config.json").stat().st_mtime - result.get("setup_seconds", 0.0)
+    return start, (folder / "eval.json").stat().st_mtime
+
+
+def main(argv=None) -> pd.DataFrame:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("notebooks", nargs="+")
+    p.add_argument("--runs-dir", type=Path, default=RUNS_DIR)
+    p.add_argument("--profile", default="cpu")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--out", type=Path, default=RESULTS_DIR / "benchmarks" / "plan_accuracy.csv")
+    a = p.parse_args(argv)
+    earlier = {run_dir(e, a.runs_dir) for e in plans.notebook_experiments("00_calibration", a.profile)[0]}
+    measured_all = measured_costs(a.runs_dir)
+    finished_at = {name: _times(a.runs_dir / name)[1] for name in measured_all.run}
+    rows = []
+    for name in a.notebooks:
+        experiments, _ = plans.notebook_experiments(name, a.profile)
+        new = {}
+        for e in experiments:
+            where = run_dir(e, a.runs_dir)
+            if where not in earlier:
+                new.setdefault(where, e)
+        earlier |= set(new)
+        missing = [w.name for w in new if not (w / "eval.json").is_file()]
+        if missing:
+            raise SystemExit(f"{name}: {len(missing)} of its runs are not finished in {a.runs_dir} (e.g. {missing[0]})")
+        spans = [_times(w) for w in new]
+        start, end = min(s for s, _ in spans), max(e for _, e in spans)
+        before = measured_all[[finished_at[r] < start for r in measured_all.run]]
+        table = cost_table(before)
+        minutes = []
+        for e in new.values():
+            same = table[(table.profile == e.profile) & (table.kind == e.kind) & (table.role == role_of(e))]
+            pick = same[same.threads == 1] if (same.threads == 1).any() else same
+            minutes.append(float(pick.minutes.iloc[0]) if len(pick) else math.nan)
+        estimate = simulate_wall(list(new.values()), minutes, a.workers, a.runs_dir)
+        measured = (end - start) / 60
+        rows.append({"notebook": name, "new runs": len(new), "estimated wall min": round(estimate, 1),
+                     "measured wall min": round(measured, 1), "estimate / measured": round(estimate / measured, 3),
+                     "runs behind the estimate": len(before), "unknown costs": int(sum(map(math.isnan, minutes)))})
+    frame = pd.DataFrame(rows)
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(a.out, index=False)
+    print(frame.to_string(index=False))
+    return frame
+
+
+if __name__ == "__main__":
+    main()
