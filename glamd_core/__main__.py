@@ -68,7 +68,10 @@ def main(argv: list[str] | None = None) -> None:
         from .reproduce import format_plan, plan, reproduce
 
         if a.plan:
-            print(format_plan(plan(a.profile, a.names, a.workers, data_root=a.data_root)))
+            try:
+                print(format_plan(plan(a.profile, a.names, a.workers, data_root=a.data_root)))
+            except FileNotFoundError as error:  # e.g. the paper profiles' ImageNet weights, which run keys name
+                p.error(str(error))
             return
         try:
             executor, close = _executor(a)
