@@ -93,6 +93,7 @@ def mask_of(exp: Experiment) -> str:
 # value 0 of alpha / beta / gamma is a Table 4 row (notebook 05), the same run under the same key.
 WEIGHT_MULTIPLIERS = (0.0, 0.25, 0.5, 2.0, 4.0)
 TEMPERATURE_MULTIPLIERS = (0.5, 2.0, 5.0, 20.0)
+SMOKE_MULTIPLIERS = ((0.0, 2.0), (2.0,))  # CI: the zero point and one multiplier; one temperature
 SWEPT = ("alpha", "beta", "gamma", "temperature")
 
 
@@ -101,12 +102,22 @@ def swept_value(exp: Experiment, parameter: str) -> float:
     return float(getattr(exp.distill_config().resolved(two_stage=False), parameter))
 
 
-def hyperparameter_experiments(profile: str, seeds, sweep_seeds=None, weight_multipliers=WEIGHT_MULTIPLIERS,
-                               temperature_multipliers=TEMPERATURE_MULTIPLIERS,
+def sweep_multipliers(profile: str, weight_multipliers=None, temperature_multipliers=None) -> tuple[tuple, tuple]:
+    """Notebook 03's multipliers: those given, else :data:`WEIGHT_MULTIPLIERS` and
+    :data:`TEMPERATURE_MULTIPLIERS` (``smoke``: :data:`SMOKE_MULTIPLIERS`)."""
+    weights, temperatures = SMOKE_MULTIPLIERS if profile == "smoke" else (WEIGHT_MULTIPLIERS, TEMPERATURE_MULTIPLIERS)
+    return tuple(weight_multipliers or weights), tuple(temperature_multipliers or temperatures)
+
+
+def hyperparameter_experiments(profile: str, seeds, sweep_seeds=None, weight_multipliers=None,
+                               temperature_multipliers=None,
                                kind: str = "retinanet") -> list[tuple[str, float, Experiment]]:
     """Notebook 03 (Fig. 1) as ``(parameter, multiplier, experiment)``: the chosen GLAMD setting
     (``"default"``, multiplier 1) and the student (``"student"``) at every seed of ``seeds``; every
-    other point at ``sweep_seeds`` (default: the first two seeds) with one parameter multiplied."""
+    other point at ``sweep_seeds`` (default: the first two seeds) with one parameter multiplied by
+    each of :func:`sweep_multipliers`."""
+    weight_multipliers, temperature_multipliers = sweep_multipliers(profile, weight_multipliers,
+                                                                    temperature_multipliers)
     sweep_seeds = list(seeds[:2] if sweep_seeds is None else sweep_seeds)
     base = glamd_setting(profile, kind)
     out = [("default", 1.0, Experiment(kind, "glamd", profile, seed=s)) for s in seeds]
@@ -184,12 +195,19 @@ def alpha_matching_defeat(balance, kind: str = "faster_rcnn", defeat_setting: st
 BOTH_KINDS = ("faster_rcnn", "retinanet")
 
 
-def calibration_experiments(profile: str, seeds, kinds=BOTH_KINDS, grid=None) -> list[Experiment]:
-    """Notebook 00, first stage: teacher and student at the first seed, and every method at every grid
-    point (``calibration.GRID``; ``smoke``: its first and fourth points) at the first seed."""
+def calibration_grid(profile: str, grid=None) -> list[tuple[str, float]]:
+    """Notebook 00's grid: the one given, else ``calibration.GRID`` (``smoke``: its first and fourth points)."""
     from . import calibration as C
 
-    grid = [tuple(p) for p in grid] if grid else (C.GRID[::3] if profile == "smoke" else C.GRID)
+    return [tuple(p) for p in grid] if grid else list(C.GRID[::3] if profile == "smoke" else C.GRID)
+
+
+def calibration_experiments(profile: str, seeds, kinds=BOTH_KINDS, grid=None) -> list[Experiment]:
+    """Notebook 00, first stage: teacher and student at the first seed, and every method at every
+    point of :func:`calibration_grid` at the first seed."""
+    from . import calibration as C
+
+    grid = calibration_grid(profile, grid)
     baselines = [Experiment(kind, role, profile, seed=seeds[0]) for kind in kinds for role in ("teacher", "none")]
     return baselines + C.grid_experiments(kinds, profile, seed=seeds[0], grid=grid)
 
@@ -244,11 +262,9 @@ NOTEBOOK_PLANS = {
                        "profile records; a different choice trains other runs"),
     "01_voc_small_models": (lambda p, s: small_models_experiments(p, s), ""),
     "02_patch_size": (lambda p, s: patch_size_experiments(p, s), ""),
-    "03_hyperparameters": (lambda p, s: _experiments_of(hyperparameter_experiments(
-        p, s, weight_multipliers=(0.0, 2.0) if p == "smoke" else WEIGHT_MULTIPLIERS,
-        temperature_multipliers=(2.0,) if p == "smoke" else TEMPERATURE_MULTIPLIERS)), ""),
+    "03_hyperparameters": (lambda p, s: _experiments_of(hyperparameter_experiments(p, s)), ""),
     "04_defeat_comparison": (lambda p, s: defeat_comparison_experiments(p, s) + _experiments_of(
-        defeat_screen_experiments(p, s[0], _recorded_glamd_alpha(p))),
+        defeat_screen_experiments(p, s[0], recorded_glamd_alpha(p))),
         "after the screen, its top variants are confirmed on a second seed: 2 more Faster R-CNN runs, "
         "chosen by the screen's numbers"),
     "05_glam_ablation": (lambda p, s: ablation_experiments(p, s), ""),
@@ -258,8 +274,9 @@ NOTEBOOK_PLANS = {
 }
 
 
-def _recorded_glamd_alpha(profile: str) -> float | None:
-    """Notebook 04's GLAMD alpha at DeFeat's gradient ratio, from notebook 00's committed results."""
+def recorded_glamd_alpha(profile: str, kind: str = "faster_rcnn") -> float | None:
+    """Notebook 04's GLAMD alpha at DeFeat's gradient ratio, from notebook 00's committed gradient
+    balance (:func:`alpha_matching_defeat`); None where there is none (only the cpu profile is calibrated)."""
     import pandas as pd
 
     from .runs import RESULTS_DIR
@@ -267,7 +284,7 @@ def _recorded_glamd_alpha(profile: str) -> float | None:
     path = RESULTS_DIR / "00_calibration" / "gradient_balance.csv"
     if profile != "cpu" or not path.exists():
         return None
-    return alpha_matching_defeat(pd.read_csv(path))
+    return alpha_matching_defeat(pd.read_csv(path), kind)
 
 
 def notebook_experiments(name: str, profile: str, seeds=None) -> tuple[list[Experiment], str]:
