@@ -25,7 +25,7 @@ from pathlib import Path
 import pandas as pd
 
 from glamd_core import plans
-from glamd_core.costs import cost_table, measured_costs, role_of, simulate_wall
+from glamd_core.costs import CostModel, cost_table, local_threads, measured_costs, simulate_wall
 from glamd_core.experiments import run_dir
 from glamd_core.runs import RESULTS_DIR, RUNS_DIR
 
@@ -62,12 +62,8 @@ def main(argv=None) -> pd.DataFrame:
         spans = [_times(w) for w in new]
         start, end = min(s for s, _ in spans), max(e for _, e in spans)
         before = measured_all[[finished_at[r] < start for r in measured_all.run]]
-        table = cost_table(before)
-        minutes = []
-        for e in new.values():
-            same = table[(table.profile == e.profile) & (table.kind == e.kind) & (table.role == role_of(e))]
-            pick = same[same.threads == 1] if (same.threads == 1).any() else same
-            minutes.append(float(pick.minutes.iloc[0]) if len(pick) else math.nan)
+        model = CostModel(cost_table(before), threads=local_threads(a.workers))
+        minutes = [model.estimate(e)[0] for e in new.values()]
         estimate = simulate_wall(list(new.values()), minutes, a.workers, a.runs_dir)
         measured = (end - start) / 60
         rows.append({"notebook": name, "new runs": len(new), "estimated wall min": round(estimate, 1),

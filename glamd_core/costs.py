@@ -25,8 +25,11 @@ COSTS_FILE = RESULTS_DIR / "benchmarks" / "run_costs.csv"
 COST_COLUMNS = ["profile", "kind", "role", "threads", "minutes", "n", "source"]
 
 
+ROLE_OF_METHOD = {"teacher": "teacher", "none": "student"}  # every other method: "distilled"
+
+
 def role_of(exp: Experiment) -> str:
-    return {"teacher": "teacher", "none": "student"}.get(exp.method, "distilled")
+    return ROLE_OF_METHOD.get(exp.method, "distilled")
 
 
 def run_minutes(result: dict) -> float:
@@ -79,7 +82,7 @@ def results_costs(results_dir: Path = RESULTS_DIR) -> pd.DataFrame:
             continue
         for r in frame.itertuples():
             method = getattr(r, "method", None)
-            role = ({"teacher": "teacher", "none": "student"}.get(method, "distilled") if isinstance(method, str)
+            role = (ROLE_OF_METHOD.get(method, "distilled") if isinstance(method, str)
                     else {"teacher": "teacher", "student": "student"}.get(getattr(r, "role", ""), "distilled"))
             rows.append({"profile": profile, "kind": r.kind, "role": role, "threads": 0,
                          "minutes": float(r.train_minutes), "run": r.run})
@@ -95,17 +98,20 @@ def cost_table(measured: pd.DataFrame, source: str = "run cache") -> pd.DataFram
 
 
 class CostModel:
-    """Estimated minutes of any experiment, from the cache's finished runs and the committed table."""
+    """Estimated minutes of any experiment from a :func:`cost_table` (earlier rows win)."""
 
-    def __init__(self, runs_dir: Path = RUNS_DIR, costs_file: Path = COSTS_FILE, threads: int = 1):
-        self.runs_dir, self.threads = Path(runs_dir), threads
-        self.cached = cost_table(measured_costs(runs_dir))
+    def __init__(self, table: pd.DataFrame, threads: int = 1):
+        self.table, self.threads = table, threads
+
+    @classmethod
+    def from_cache(cls, runs_dir: Path = RUNS_DIR, costs_file: Path = COSTS_FILE, threads: int = 1) -> "CostModel":
+        """The run cache's finished runs first, then the committed table."""
         committed = pd.read_csv(costs_file) if Path(costs_file).is_file() else pd.DataFrame(columns=COST_COLUMNS)
         if "source" not in committed:
             committed["source"] = ""
         committed["source"] = [f"{Path(costs_file).name} ({s})" if isinstance(s, str) and s else Path(costs_file).name
                                for s in committed.source]
-        self.table = pd.concat([self.cached, committed])
+        return cls(pd.concat([cost_table(measured_costs(runs_dir)), committed]), threads)
 
     def estimate(self, exp: Experiment) -> tuple[float, str]:
         """``(minutes, source)``: the run cache's median for the run's profile, kind, role at this
@@ -114,7 +120,7 @@ class CostModel:
         same = t[(t.profile == exp.profile) & (t.kind == exp.kind) & (t.role == role_of(exp))]
         for rows in (same[same.threads == self.threads], same):
             if len(rows):
-                best = rows.iloc[0]  # the run cache's rows come first
+                best = rows.iloc[0]  # earlier rows first: the run cache's before the committed table's
                 return float(best.minutes), f"{best.source}, median of {int(best.n)} at {int(best.threads)} thread(s)"
         return float("nan"), "unknown: no run of this kind measured"
 

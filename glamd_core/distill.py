@@ -21,6 +21,7 @@ import torch
 from torch import nn
 from torchvision.models.detection import FasterRCNN, RetinaNet
 
+from .methods.adapters import ADAPTERS
 from .teacher_cache import TeacherCache, TeacherOutputs, dense_outputs, fingerprint, run_teacher
 
 METHODS = ("none", "global", "local", "glamd", "uniform", "defeat")
@@ -104,8 +105,8 @@ class DistillConfig:
             if not isinstance(value, bool) and not (value is None and name in _FORM_DEFAULTS["reference"]):
                 raise ValueError(f"DistillConfig.{name} must be True or False, got {value!r}")
         for name, choices in (("student_masks", ("raw", "adapted")), ("defeat_levels", ("by_size", "all")),
-                              ("defeat_adapter", ("3x3", "1x1")), ("defeat_roi_sampling", ("student", "teacher")),
-                              ("glamd_adapter", ("1x1", "3x3"))):
+                              ("defeat_adapter", ADAPTERS), ("defeat_roi_sampling", ("student", "teacher")),
+                              ("glamd_adapter", ADAPTERS)):
             if getattr(self, name) is not None:
                 _check_choice(name, getattr(self, name), choices)
 

@@ -18,9 +18,11 @@ from __future__ import annotations
 import csv
 import json
 import math
+import numbers
 import os
 import random
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
@@ -45,8 +47,6 @@ MAX_SEED = 2**32 - 1
 
 def check_seed(seed, what: str = "seed") -> int:
     """``seed`` as an int in [0, MAX_SEED], or a ValueError naming it."""
-    import numbers
-
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed <= MAX_SEED:
         raise ValueError(f"{what} must be an integer from 0 to {MAX_SEED} (2**32 - 1), got {seed!r}")
     return int(seed)
@@ -359,8 +359,6 @@ def read_log(jsonl: Path) -> list[dict]:
     """The rows of a ``metrics.jsonl``. A torn last line -- what a full disk, a power loss or a kill
     mid-write leaves -- is dropped with a warning naming the file; damage anywhere else is an error
     naming the file and line."""
-    import warnings
-
     lines = [line for line in Path(jsonl).read_text().splitlines() if line.strip()]
     rows = []
     for n, line in enumerate(lines, 1):
@@ -379,8 +377,6 @@ def _drop_logs_after(out_dir: Path, start_epoch: int) -> None:
 
     Logs are written before the epoch's checkpoint, so a run killed in between (or mid-epoch)
     would log the epoch it repeats on resume twice."""
-    import warnings
-
     jsonl, table = out_dir / "metrics.jsonl", out_dir / "metrics.csv"
     if jsonl.exists():
         rows = [row for row in read_log(jsonl) if row["epoch"] < start_epoch]

@@ -57,7 +57,7 @@ def plan(profile: str = "cpu", names=(), workers: int | None = None, runs_dir: P
     lists cannot know in advance."""
     from . import plans
     from .costs import CostModel, local_threads, pool_order, simulate_wall
-    from .experiments import default_workers, is_finished, run_dir
+    from .experiments import default_workers, run_dir
 
     rows, notes, seen = [], {}, {}
     paths = notebook_paths(_default_names(profile, names))
@@ -69,7 +69,7 @@ def plan(profile: str = "cpu", names=(), workers: int | None = None, runs_dir: P
             notes[path.stem] = note
     everything = [e for exps in experiments_by_nb.values() for e in exps]
     workers = default_workers(everything) if workers is None else int(workers)
-    model = CostModel(runs_dir, costs_file, threads=local_threads(workers))
+    model = CostModel.from_cache(runs_dir, costs_file, threads=local_threads(workers))
     pool, pool_minutes = [], []
     for nb, experiments in experiments_by_nb.items():
         runs = {}
@@ -79,7 +79,7 @@ def plan(profile: str = "cpu", names=(), workers: int | None = None, runs_dir: P
             if where in seen:
                 status = "cached" if seen[where] == "cached" else f"planned by {seen[where]}"
                 minutes, source = float("nan"), ""
-            elif is_finished(e, runs_dir, data_root=data_root):
+            elif (where / "eval.json").exists():  # is_finished, without computing the key again
                 status, minutes, source = "cached", float("nan"), ""
                 seen[where] = "cached"
             else:

@@ -157,6 +157,10 @@ def read_entry(path: Path) -> tuple[dict | None, str]:
     return (data, "") if ok else (None, "damaged: its content fails its checksum")
 
 
+class UnreadableMarker(ValueError):
+    """A cache's completion marker that is not JSON (a torn write): the cache counts as incomplete."""
+
+
 class TeacherCache:
     """A completed cache folder; :meth:`lookup` serves whole batches or nothing."""
 
@@ -169,7 +173,7 @@ class TeacherCache:
         try:
             info = json.loads(marker.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ValueError(f"{marker} cannot be read ({exc}); the cache is incomplete: delete the marker and "
+            raise UnreadableMarker(f"{marker} cannot be read ({exc}); the cache is incomplete: delete the marker and "
                              "build_teacher_cache resumes the build") from exc
         if info.get("format") != FORMAT:
             raise ValueError(f"{self.folder} is a teacher cache of format {info.get('format', 1)}, not {FORMAT}; "
@@ -189,12 +193,13 @@ class TeacherCache:
             return None
         try:
             return cls(folder)
-        except ValueError as exc:
-            if "cannot be read" in str(exc):
-                warnings.warn(f"{marker} cannot be read (a torn write?): the teacher cache is rebuilt, keeping "
-                              "the entries that check out", stacklevel=2)
-            marker.unlink()
-            return None
+        except UnreadableMarker:
+            warnings.warn(f"{marker} cannot be read (a torn write?): the teacher cache is rebuilt, keeping "
+                          "the entries that check out", stacklevel=2)
+        except ValueError:  # an older format: rebuilt silently, each old entry fails its check and is rewritten
+            pass
+        marker.unlink()
+        return None
 
     def lookup(self, batch: torch.Tensor, recompute=None) -> TeacherOutputs | None:
         """The cached outputs of a transformed batch (B x 3 x H x W), or None unless every image is
