@@ -62,3 +62,22 @@ def per_seed_trend(frame: pd.DataFrame, x: str, metric: str = "AP", seed: str = 
         rho = float(np.corrcoef(g[x].rank(), g[metric].rank())[0, 1]) if distinct else float("nan")
         rows.append({seed: s, "points": len(g), "slope": slope, "rank_correlation": rho})
     return pd.DataFrame(rows, columns=[seed, "points", "slope", "rank_correlation"])
+
+
+
+def gap_shares(frame: pd.DataFrame, at_seed, leader: tuple[str, str], trailer: tuple[str, str], metric: str = "AP",
+               row: str = "variant", side: str = "side", seed: str = "seed") -> pd.DataFrame:
+    """A one-component-at-a-time screen between two methods, read at one seed: each variant's
+    ``change`` of ``metric`` against the baseline row of its own side, and that change as a share of
+    the gap between the two baselines (``gap share``: 1 = the whole gap closed). ``leader`` /
+    ``trailer``: ``(side, baseline row)`` of the method ahead and of the one behind; a variant of the
+    leader closes the gap by losing, one of the trailer by gaining. A zero gap gives NaN shares."""
+    at = frame[frame[seed] == at_seed]
+    base = {s: at[at[row] == name][metric].iloc[0] for s, name in (leader, trailer)}
+    gap = base[leader[0]] - base[trailer[0]]
+    out = at[~at[row].isin([leader[1], trailer[1]])].copy()
+    out["change"] = out[metric] - out[side].map(base)
+    toward = np.where(out[side] == leader[0], -out["change"], out["change"])
+    out["gap share"] = toward / gap if gap else np.nan
+    out["gap"] = gap
+    return out[[row, side, seed, metric, "change", "gap", "gap share"]]

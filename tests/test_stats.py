@@ -66,3 +66,16 @@ def test_per_seed_trend_slope_and_rank_correlation():
     assert t.loc[1, "slope"] == pytest.approx(np.polyfit([1, 2, 3, 4], [1, 3, 2, 4], 1)[0])
     flat = per_seed_trend(frame.assign(AP=5.0), "x")
     assert flat.rank_correlation.isna().all() and flat.slope.abs().max() < 1e-9
+
+
+def test_gap_shares_read_a_screen_against_each_sides_baseline():
+    from glamd_core.stats import gap_shares
+
+    frame = pd.DataFrame({"variant": ["A", "B", "A: no x", "B: with x", "A", "B"], "side": ["a", "b", "a", "b", "a", "b"],
+                          "seed": [0, 0, 0, 0, 1, 1], "AP": [40.0, 32.0, 36.0, 34.0, 30.0, 30.0]})
+    out = gap_shares(frame, 0, leader=("a", "A"), trailer=("b", "B")).set_index("variant")
+    assert list(out.index) == ["A: no x", "B: with x"]
+    assert out.loc["A: no x", "change"] == -4.0 and out.loc["A: no x", "gap share"] == pytest.approx(0.5)
+    assert out.loc["B: with x", "change"] == 2.0 and out.loc["B: with x", "gap share"] == pytest.approx(0.25)
+    assert (out.gap == 8.0).all()
+    assert gap_shares(frame, 1, leader=("a", "A"), trailer=("b", "B")).empty  # no variants there
