@@ -6,8 +6,10 @@ For each notebook, in the order given (each after ``00_calibration`` and the not
 whose runs it finds cached -- the situation the per-notebook budgets describe):
 
 * its new runs: those in its plan (``glamd_core.plans``) and in no earlier one;
-* measured: from the first of them starting (``config.json`` is written after set-up, so its time
-  minus the run's ``setup_seconds``) to the last ending (``eval.json``), from the files' times;
+* measured: the time during which at least one of them was running -- each run from its start
+  (``config.json`` is written after set-up, so its time minus the run's ``setup_seconds``) to its end
+  (``eval.json``), from the files' times -- i.e. first start to last end, minus any stretch in which
+  none ran (a few runs trained in an earlier session would otherwise count the hours in between);
 * estimated: what the plan said before they trained -- the same cost model and pool simulation as
   ``reproduce --plan``, fed only with runs that had finished before the first new run started.
 
@@ -36,6 +38,16 @@ def _times(folder: Path) -> tuple[float, float]:
     return start, (folder / "eval.json").stat().st_mtime
 
 
+def busy_seconds(spans: list[tuple[float, float]]) -> float:
+    """Length of the union of the ``(start, end)`` intervals."""
+    total, reach = 0.0, -math.inf
+    for start, end in sorted(spans):
+        if end > reach:
+            total += end - max(start, reach)
+            reach = end
+    return total
+
+
 def main(argv=None) -> pd.DataFrame:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("notebooks", nargs="+")
@@ -60,14 +72,15 @@ def main(argv=None) -> pd.DataFrame:
         if missing:
             raise SystemExit(f"{name}: {len(missing)} of its runs are not finished in {a.runs_dir} (e.g. {missing[0]})")
         spans = [_times(w) for w in new]
-        start, end = min(s for s, _ in spans), max(e for _, e in spans)
+        start = min(s for s, _ in spans)
         before = measured_all[[finished_at[r] < start for r in measured_all.run]]
         model = CostModel(cost_table(before), threads=local_threads(a.workers))
         minutes = [model.estimate(e)[0] for e in new.values()]
         estimate = simulate_wall(list(new.values()), minutes, a.workers, a.runs_dir)
-        measured = (end - start) / 60
+        measured = busy_seconds(spans) / 60
         rows.append({"notebook": name, "new runs": len(new), "estimated wall min": round(estimate, 1),
-                     "measured wall min": round(measured, 1), "estimate / measured": round(estimate / measured, 3),
+                     "measured wall min": round(measured, 1), "first start to last end min": round(
+                         (max(e for _, e in spans) - start) / 60, 1), "estimate / measured": round(estimate / measured, 3),
                      "runs behind the estimate": len(before), "unknown costs": int(sum(map(math.isnan, minutes)))})
     frame = pd.DataFrame(rows)
     a.out.parent.mkdir(parents=True, exist_ok=True)

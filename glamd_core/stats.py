@@ -65,6 +65,23 @@ def per_seed_trend(frame: pd.DataFrame, x: str, metric: str = "AP", seed: str = 
 
 
 
+def tolerated_range(multipliers, differences, tolerance: float) -> tuple[float, float]:
+    """How far a setting can move from its default (multiplier 1, difference 0) in either direction
+    before some point loses more than ``tolerance``: the widest run of consecutive multipliers
+    around 1 whose ``differences`` (each point's paired difference to the default) are all
+    ``>= -tolerance``. A point better than the default never ends the run."""
+    points = sorted(zip(map(float, multipliers), map(float, differences)))
+    if not any(m == 1.0 for m, _ in points):
+        points = sorted(points + [(1.0, 0.0)])
+    at = next(i for i, (m, _) in enumerate(points) if m == 1.0)
+    lo = hi = at
+    while lo > 0 and points[lo - 1][1] >= -tolerance:
+        lo -= 1
+    while hi < len(points) - 1 and points[hi + 1][1] >= -tolerance:
+        hi += 1
+    return points[lo][0], points[hi][0]
+
+
 def gap_shares(frame: pd.DataFrame, at_seed, leader: tuple[str, str], trailer: tuple[str, str], metric: str = "AP",
                row: str = "variant", side: str = "side", seed: str = "seed") -> pd.DataFrame:
     """A one-component-at-a-time screen between two methods, read at one seed: each variant's

@@ -102,3 +102,16 @@ def test_run_minutes_and_estimates_come_from_measurements(tmp_path):
     table.write_text("profile,kind,role,threads,minutes,n\nsmoke,faster_rcnn,student,1,7.5,3\n")
     minutes, source = costs.CostModel.from_cache(runs_dir, table).estimate(Experiment("faster_rcnn", "none", "smoke"))
     assert minutes == 7.5 and "costs.csv" in source
+
+
+def test_plan_accuracy_measures_busy_time_not_the_gaps_between_sessions():
+    from benchmarks.plan_accuracy import busy_seconds
+
+    spans = [(0.0, 4.0), (1.0, 3.0), (3.5, 6.0), (100.0, 110.0), (105.0, 120.0), (130.0, 130.0)]
+
+    def slow(spans, step=0.25):  # count the sample points at which something runs
+        ticks = [i * step for i in range(int(200 / step))]
+        return step * sum(any(s <= t < e for s, e in spans) for t in ticks)
+
+    assert busy_seconds(spans) == pytest.approx(slow(spans)) == pytest.approx(6.0 + 20.0)
+    assert busy_seconds([]) == 0.0

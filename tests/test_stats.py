@@ -79,3 +79,30 @@ def test_gap_shares_read_a_screen_against_each_sides_baseline():
     assert out.loc["B: with x", "change"] == 2.0 and out.loc["B: with x", "gap share"] == pytest.approx(0.25)
     assert (out.gap == 8.0).all()
     assert gap_shares(frame, 1, leader=("a", "A"), trailer=("b", "B")).empty  # no variants there
+
+
+def test_tolerated_range_is_the_widest_safe_interval_around_the_default():
+    from itertools import product
+
+    from glamd_core.stats import tolerated_range
+
+    m = [0.0, 0.25, 0.5, 2.0, 4.0]
+    assert tolerated_range(m, [-4.35, -0.11, 0.81, -1.10, -3.40], 0.44) == (0.25, 1.0)
+    assert tolerated_range(m, [-9.0, -1.9, -0.5, -1.4, -3.5], 0.44) == (1.0, 1.0)
+    assert tolerated_range(m, [-0.5, -0.87, 0.03, 0.49, 0.51], 0.44) == (0.5, 4.0)
+    assert tolerated_range([4.0, 0.5, 2.0], [0.0, 5.0, -0.1], 0.44) == (0.5, 4.0)  # order does not matter
+
+    def slow(ms, ds, tol):  # every interval of points holding 1, the widest whose points are all safe
+        pts = sorted(list(zip(ms, ds)) + [(1.0, 0.0)])
+        best = None
+        for i, j in product(range(len(pts)), repeat=2):
+            inside = pts[i:j + 1]
+            if i <= j and any(p == 1.0 for p, _ in inside) and all(d >= -tol for _, d in inside):
+                if best is None or j - i > best[1] - best[0]:
+                    best = (i, j)
+        return pts[best[0]][0], pts[best[1]][0]
+
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        ds = rng.normal(0, 1, len(m)).round(1).tolist()
+        assert tolerated_range(m, ds, 0.5) == slow(m, ds, 0.5)
