@@ -8,6 +8,7 @@ tabulates their AP (``benchmarks/cpu_calibration.py``). Runs are cached in ``run
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -33,12 +34,44 @@ def reproduce(profile: str = "cpu", names=(), workers: int | None = None, data_r
     ``executor`` (any ``concurrent.futures.Executor``, e.g. a dask client's or submitit's, see
     ``run_all``), with one progress bar over all of them; the notebooks then find their runs cached.
     Runs a plan cannot list in advance (a choice made on val, a screen's top variants) are trained by
-    their notebook. ``runs_dir`` is the pool's run cache; the notebooks' kernels use ``$GLAMD_RUNS_DIR``
+    their notebook. Each notebook's manifest then also records the pool (:func:`record_pool`): its
+    wall time and the notebook's runs it trained. ``runs_dir`` is the pool's run cache; the notebooks' kernels use ``$GLAMD_RUNS_DIR``
     (or ``runs/``), so the two must name the same folder."""
     names = _default_names(profile, names)
-    if pool:
-        train_pool(profile, names, workers, data_root, executor, runs_dir)
-    return run_notebooks(names, profile, workers, data_root)
+    if not pool:
+        return run_notebooks(names, profile, workers, data_root)
+    started = time.perf_counter()
+    trained = train_pool(profile, names, workers, data_root, executor, runs_dir) or []
+    wall = time.perf_counter() - started
+    outs = run_notebooks(names, profile, workers, data_root)
+    if trained:
+        record_pool(outs, profile, trained, wall, runs_dir, data_root)
+    return outs
+
+
+def record_pool(executed: list[Path], profile: str, trained: list[dict], wall_seconds: float,
+                runs_dir: Path = RUNS_DIR, data_root: str | None = None) -> None:
+    """Add the pool's share to each executed notebook's ``manifest.json``: with the pool, a notebook
+    finds its runs cached and would otherwise record only its own seconds and no run trained.
+    ``runs_trained_in_pool`` counts the notebook's runs the pool trained (a run two notebooks share
+    counts in both); the pool's wall time covers every notebook pooled together."""
+    from . import plans
+    from .experiments import run_dir
+
+    minutes = {r["run_dir"]: r["train_seconds"] / 60 for r in trained}
+    for out in executed:
+        target = out.parent / "manifest.json"
+        if not target.is_file():  # a notebook that writes no results
+            continue
+        experiments, _ = plans.notebook_experiments(out.stem, profile)
+        mine = {run_dir(e, runs_dir, data_root=data_root).name for e in experiments} & set(minutes)
+        manifest = json.loads(target.read_text())
+        manifest["pool"] = {"notebooks": sorted({p.stem for p in executed}), "wall_seconds": round(wall_seconds, 1),
+                            "runs_trained": len(trained), "runs_trained_in_pool": len(mine),
+                            "train_minutes_of_those_runs": round(sum(minutes[m] for m in mine), 1)}
+        staged = target.with_name(".manifest.json.partial")
+        staged.write_text(json.dumps(manifest, indent=2))
+        os.replace(staged, target)
 
 
 def _default_names(profile: str, names) -> list:
