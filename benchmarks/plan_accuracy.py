@@ -39,9 +39,10 @@ def _times(folder: Path) -> tuple[float, float]:
 
 
 def busy_seconds(spans: list[tuple[float, float]]) -> float:
-    """Length of the union of the ``(start, end)`` intervals."""
+    """Length of the union of the ``(start, end)`` intervals (one ending before it starts, from skewed
+    file times, counts as empty)."""
     total, reach = 0.0, -math.inf
-    for start, end in sorted(spans):
+    for start, end in sorted((s, e) for s, e in spans if e >= s):
         if end > reach:
             total += end - max(start, reach)
             reach = end

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -43,35 +44,36 @@ def reproduce(profile: str = "cpu", names=(), workers: int | None = None, data_r
     started = time.perf_counter()
     trained = train_pool(profile, names, workers, data_root, executor, runs_dir) or []
     wall = time.perf_counter() - started
-    outs = run_notebooks(names, profile, workers, data_root)
-    if trained:
-        record_pool(outs, profile, trained, wall, runs_dir, data_root)
-    return outs
+    pooled = [p.stem for p in notebook_paths(names)]
+    # recorded as each notebook finishes, so a notebook that fails later loses no earlier record
+    done = (lambda out: record_pool(out, profile, pooled, trained, wall, runs_dir, data_root)) if trained else None
+    return run_notebooks(names, profile, workers, data_root, done=done)
 
 
-def record_pool(executed: list[Path], profile: str, trained: list[dict], wall_seconds: float,
+def record_pool(executed: Path, profile: str, pooled: list[str], trained: list[dict], wall_seconds: float,
                 runs_dir: Path = RUNS_DIR, data_root: str | None = None) -> None:
-    """Add the pool's share to each executed notebook's ``manifest.json``: with the pool, a notebook
+    """Add the pool's share to an executed notebook's ``manifest.json``: with the pool, a notebook
     finds its runs cached and would otherwise record only its own seconds and no run trained.
     ``runs_trained_in_pool`` counts the notebook's runs the pool trained (a run two notebooks share
-    counts in both); the pool's wall time covers every notebook pooled together."""
+    counts in both; a teacher counts only where the notebook's plan lists it); the pool's wall time
+    covers every notebook in ``pooled``."""
     from . import plans
     from .experiments import run_dir
 
+    target = executed.parent / "manifest.json"
+    if not target.is_file():
+        warnings.warn(f"{executed.stem} wrote no {target}; the pool that trained its runs is not recorded", stacklevel=2)
+        return
     minutes = {r["run_dir"]: r["train_seconds"] / 60 for r in trained}
-    for out in executed:
-        target = out.parent / "manifest.json"
-        if not target.is_file():  # a notebook that writes no results
-            continue
-        experiments, _ = plans.notebook_experiments(out.stem, profile)
-        mine = {run_dir(e, runs_dir, data_root=data_root).name for e in experiments} & set(minutes)
-        manifest = json.loads(target.read_text())
-        manifest["pool"] = {"notebooks": sorted({p.stem for p in executed}), "wall_seconds": round(wall_seconds, 1),
-                            "runs_trained": len(trained), "runs_trained_in_pool": len(mine),
-                            "train_minutes_of_those_runs": round(sum(minutes[m] for m in mine), 1)}
-        staged = target.with_name(".manifest.json.partial")
-        staged.write_text(json.dumps(manifest, indent=2))
-        os.replace(staged, target)
+    experiments, _ = plans.notebook_experiments(executed.stem, profile)
+    mine = {run_dir(e, runs_dir, data_root=data_root).name for e in experiments} & set(minutes)
+    manifest = json.loads(target.read_text())
+    manifest["pool"] = {"notebooks": sorted(pooled), "wall_seconds": round(wall_seconds, 1),
+                        "runs_trained": len(trained), "runs_trained_in_pool": len(mine),
+                        "train_minutes_of_those_runs": round(sum(minutes[m] for m in mine), 1)}
+    staged = target.with_name(".manifest.json.partial")
+    staged.write_text(json.dumps(manifest, indent=2))
+    os.replace(staged, target)
 
 
 def _default_names(profile: str, names) -> list:
@@ -208,10 +210,11 @@ def notebook_paths(names=()) -> list[Path]:
 
 
 def run_notebooks(names=(), profile: str = "cpu", workers: int | None = None,
-                  data_root: str | None = None) -> list[Path]:
+                  data_root: str | None = None, done=None) -> list[Path]:
     """Execute each notebook with ``-p profile <profile>`` (and ``-p workers <workers>`` when
     given: how many runs each trains at once); the executed copy is saved beside its results as
-    ``results/<name>/<name>.ipynb`` (``results/_<profile>/...`` for scratch profiles)."""
+    ``results/<name>/<name>.ipynb`` (``results/_<profile>/...`` for scratch profiles). ``done`` is
+    called with each executed copy as soon as its notebook has finished."""
     import papermill
 
     parameters = ({"profile": profile} | ({} if workers is None else {"workers": int(workers)})
@@ -230,6 +233,8 @@ def run_notebooks(names=(), profile: str = "cpu", workers: int | None = None,
         out = where / path.name
         os.replace(partial, out)
         outs.append(out)
+        if done is not None:
+            done(out)
     return outs
 
 

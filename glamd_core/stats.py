@@ -69,7 +69,9 @@ def tolerated_range(multipliers, differences, tolerance: float) -> tuple[float, 
     """How far a setting can move from its default (multiplier 1, difference 0) in either direction
     before some point loses more than ``tolerance``: the widest run of consecutive multipliers
     around 1 whose ``differences`` (each point's paired difference to the default) are all
-    ``>= -tolerance``. A point better than the default never ends the run."""
+    ``>= -tolerance``. A point better than the default never ends the run; a NaN difference (or a
+    NaN tolerance: no spread to judge by) ends it. Multiplier 1 is the default and anchors the run
+    whatever difference is given for it."""
     points = sorted(zip(map(float, multipliers), map(float, differences)))
     if not any(m == 1.0 for m, _ in points):
         points = sorted(points + [(1.0, 0.0)])
