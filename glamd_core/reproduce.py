@@ -19,6 +19,7 @@ import pandas as pd
 
 from .costs import COSTS_FILE
 from .experiments import results_dir, write_results
+from .files import atomic_write_text
 from .profiles import Profile, get_profile
 from .runs import DATA_DIR, REPO_ROOT, RUNS_DIR, splits, train_detector
 
@@ -36,8 +37,8 @@ def reproduce(profile: str = "cpu", names=(), workers: int | None = None, data_r
     ``run_all``), with one progress bar over all of them; the notebooks then find their runs cached.
     Runs a plan cannot list in advance (a choice made on val, a screen's top variants) are trained by
     their notebook. Each notebook's manifest then also records the pool (:func:`record_pool`): its
-    wall time and the notebook's runs it trained. ``runs_dir`` is the pool's run cache; the notebooks' kernels use ``$GLAMD_RUNS_DIR``
-    (or ``runs/``), so the two must name the same folder."""
+    wall time and the notebook's runs it trained. ``runs_dir`` is the pool's run cache; the notebooks'
+    kernels use ``$GLAMD_RUNS_DIR`` (or ``runs/``), so the two must name the same folder."""
     names = _default_names(profile, names)
     if not pool:
         return run_notebooks(names, profile, workers, data_root)
@@ -71,9 +72,7 @@ def record_pool(executed: Path, profile: str, pooled: list[str], trained: list[d
     manifest["pool"] = {"notebooks": sorted(pooled), "wall_seconds": round(wall_seconds, 1),
                         "runs_trained": len(trained), "runs_trained_in_pool": len(mine),
                         "train_minutes_of_those_runs": round(sum(minutes[m] for m in mine), 1)}
-    staged = target.with_name(".manifest.json.partial")
-    staged.write_text(json.dumps(manifest, indent=2))
-    os.replace(staged, target)
+    atomic_write_text(target, json.dumps(manifest, indent=2))
 
 
 def _default_names(profile: str, names) -> list:
