@@ -147,31 +147,37 @@ def defeat_comparison_experiments(profile: str, seeds, kinds=DEFEAT_KINDS) -> li
 
 
 def defeat_screen_experiments(profile: str, seed: int, glamd_alpha: float | None = None,
-                              kind: str = "faster_rcnn") -> list[tuple[str, str, Experiment]]:
-    """Notebook 04's diagnosis as ``(variant, side, experiment)``: one component of DeFeat's or
-    GLAMD's feature term swapped at a time, each against its own method at its chosen setting
-    (``side`` is the method it starts from). ``glamd_alpha``: GLAMD's alpha at which its feature
-    term's gradient matches DeFeat's (None leaves that variant out; see
-    :func:`alpha_matching_defeat`)."""
+                              kind: str = "faster_rcnn") -> list[tuple[str, str, str, Experiment]]:
+    """Notebook 04's diagnosis as ``(variant, side, component, experiment)``: one component of
+    DeFeat's or GLAMD's feature term swapped at a time, each against its own method at its chosen
+    setting (``side`` is the method it starts from). ``component`` names the difference between the
+    two methods that the swap takes away, so a reading can say which one carries the gap.
+    ``glamd_alpha``: GLAMD's alpha at which its feature term's gradient matches DeFeat's (None
+    leaves that variant out; see :func:`alpha_matching_defeat`)."""
     P = get_profile(profile)
     defeat, glamd = P.distill_for(kind, "defeat"), P.distill_for(kind, "glamd")
     temperature = glamd.resolved(two_stage=kind != "retinanet").temperature
 
-    def variant(name, side, config=None, method=None):
-        return name, side, Experiment(kind, method or side, profile, seed=seed, distill=config)
+    def variant(name, side, component, config=None, method=None):
+        return name, side, component, Experiment(kind, method or side, profile, seed=seed, distill=config)
 
-    out = [variant("DeFeat (chosen)", "defeat"), variant("GLAMD (chosen)", "glamd"),
-           variant("DeFeat, 1x1 adapter", "defeat", replace(defeat, defeat_adapter="1x1")),
-           variant("DeFeat, every level marked", "defeat", replace(defeat, defeat_levels="all")),
-           variant("DeFeat, foreground only", "defeat", replace(defeat, defeat_bg_weight=0.0)),
-           variant("DeFeat, background only", "defeat", replace(defeat, defeat_fg_weight=0.0)),
-           variant("GLAMD, feature term only", "glamd", replace(glamd, beta=0.0, gamma=0.0)),
-           variant("GLAMD, no masks (uniform)", "glamd", method="uniform"),
-           variant(f"GLAMD, temperature x10 ({10 * temperature:g})", "glamd", replace(glamd, temperature=10 * temperature)),
-           variant("GLAMD, DeFeat's 3x3 adapter", "glamd", replace(glamd, glamd_adapter="3x3"))]
+    out = [variant("DeFeat (chosen)", "defeat", "baseline"), variant("GLAMD (chosen)", "glamd", "baseline"),
+           variant("DeFeat, 1x1 adapter", "defeat", "the adapter (3x3 in DeFeat, 1x1 in GLAMD)",
+                   replace(defeat, defeat_adapter="1x1")),
+           variant("DeFeat, every level marked", "defeat", "DeFeat marking each box on one FPN level",
+                   replace(defeat, defeat_levels="all")),
+           variant("DeFeat, foreground only", "defeat", "DeFeat's background term", replace(defeat, defeat_bg_weight=0.0)),
+           variant("DeFeat, background only", "defeat", "DeFeat's foreground term", replace(defeat, defeat_fg_weight=0.0)),
+           variant("GLAMD, feature term only", "glamd", "GLAMD's head terms (DeFeat's setting has none)",
+                   replace(glamd, beta=0.0, gamma=0.0)),
+           variant("GLAMD, no masks (uniform)", "glamd", "GLAMD's attention masks", method="uniform"),
+           variant(f"GLAMD, temperature x10 ({10 * temperature:g})", "glamd", "how peaked GLAMD's masks are",
+                   replace(glamd, temperature=10 * temperature)),
+           variant("GLAMD, DeFeat's 3x3 adapter", "glamd", "the adapter (3x3 in DeFeat, 1x1 in GLAMD)",
+                   replace(glamd, glamd_adapter="3x3"))]
     if glamd_alpha is not None:
         out.append(variant(f"GLAMD, alpha {glamd_alpha:g} (DeFeat's gradient ratio)", "glamd",
-                           replace(glamd, alpha=float(glamd_alpha))))
+                           "the feature term's gradient strength", replace(glamd, alpha=float(glamd_alpha))))
     return out
 
 
@@ -265,7 +271,7 @@ NOTEBOOK_PLANS = {
     "03_hyperparameters": (lambda p, s: _experiments_of(hyperparameter_experiments(p, s)), ""),
     "04_defeat_comparison": (lambda p, s: defeat_comparison_experiments(p, s) + _experiments_of(
         defeat_screen_experiments(p, s[0], recorded_glamd_alpha(p))),
-        "after the screen, its top variants are confirmed on a second seed: 2 more Faster R-CNN runs, "
+        "after the screen, its top variants are confirmed on a second seed: 3 more Faster R-CNN runs, "
         "chosen by the screen's numbers"),
     "05_glam_ablation": (lambda p, s: ablation_experiments(p, s), ""),
     "06_error_analysis": (lambda p, s: error_analysis_experiments(p, s), ""),

@@ -122,13 +122,14 @@ def test_table3_and_the_screen_reuse_notebook_00s_runs_and_change_one_component(
     dirs_00 |= {run_dir(e, runs_dir=tmp_path) for e in C.diagnostic_experiments(chosen, ["faster_rcnn"], "cpu")}
     assert sum(e.kind == "cascade_rcnn" and e.method == "global" for e in table3) == 1
     screen = plans.defeat_screen_experiments("cpu", 0, glamd_alpha=0.5)
-    assert len({run_dir(e, runs_dir=tmp_path) for _, _, e in screen}) == len(screen)
+    assert len({run_dir(e, runs_dir=tmp_path) for *_, e in screen}) == len(screen)
     starts = {"defeat": get_profile("cpu").distill_for("faster_rcnn", "defeat"),
               "glamd": get_profile("cpu").distill_for("faster_rcnn", "glamd")}
-    for name, side, e in screen[2:]:
+    for name, side, component, e in screen[2:]:
+        assert component != "baseline", name
         changed = {k for k, v in vars(e.distill_config()).items() if getattr(starts[side], k) != v}
         assert 1 <= len(changed) <= 2, name  # one component: a field, the method (masks), or beta and gamma together
-    feature_only = next(e for n, _, e in screen if n == "GLAMD, feature term only")
+    feature_only = next(e for n, *_, e in screen if n == "GLAMD, feature term only")
     assert run_dir(feature_only, runs_dir=tmp_path) in dirs_00  # 00's diagnostic run
 
 
