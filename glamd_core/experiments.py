@@ -15,6 +15,8 @@ import os
 import platform
 import re
 import shutil
+import threading
+import time
 from concurrent.futures import Executor, ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
@@ -149,8 +151,20 @@ def _stage(exp: Experiment) -> int:
     return {"teacher": 0, "none": 1}.get(exp.method, 2)
 
 
-def _init_worker(threads: int) -> None:
+def _init_worker(threads: int, parent_poll_seconds: float = 2.0) -> None:
     torch.set_num_threads(threads)
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(), parent_poll_seconds), daemon=True).start()
+
+
+def _exit_with_parent(parent: int, every: float) -> None:
+    """End this worker when the process that started it is gone. A driver killed on its own (SIGTERM or
+    SIGKILL to its pid, a kernel restarted) would otherwise leave its workers training on, holding
+    their runs' locks and the cores, unseen. Leaving mid-epoch is safe: checkpoints and results are
+    written atomically, the run lock is an ``flock`` the kernel releases, and the run resumes from
+    its last epoch next time."""
+    while os.getppid() == parent:
+        time.sleep(every)
+    os._exit(1)
 
 
 _SPAWN_HINT = ("Worker processes start by importing the calling script: in a script (not a notebook), call "

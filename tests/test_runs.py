@@ -250,6 +250,45 @@ def test_an_unguarded_script_gets_a_clear_error(tmp_path):
     assert 'if __name__ == "__main__":' in done.stderr and "worker process died" in done.stderr
 
 
+def test_workers_end_when_their_driver_is_killed_alone(tmp_path):
+    """SIGKILL to the driver's pid only (not its process group): its pool worker must not train on."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "driver.py"
+    script.write_text("import multiprocessing, os, time\n"
+                      "from concurrent.futures import ProcessPoolExecutor\n"
+                      "from glamd_core.experiments import _init_worker\n"
+                      "if __name__ == '__main__':\n"
+                      "    ex = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context('spawn'),\n"
+                      "                             initializer=_init_worker, initargs=(1, 0.2))\n"
+                      "    print(ex.submit(os.getpid).result(), flush=True)\n"
+                      "    ex.submit(time.sleep, 120)\n"
+                      "    time.sleep(120)\n")
+    driver = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        worker = int(driver.stdout.readline())
+        os.kill(worker, 0)  # alive while its driver is
+        driver.send_signal(signal.SIGKILL)
+        driver.wait(timeout=30)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                os.kill(worker, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.2)
+        else:
+            os.kill(worker, signal.SIGKILL)
+            pytest.fail("the worker outlived its killed driver")
+    finally:
+        if driver.poll() is None:
+            os.killpg(driver.pid, signal.SIGKILL)
+
+
 def test_teachers_train_on_their_own_schedule(tmp_path, monkeypatch):
     """``Profile.teacher_epochs``: a distilled run's teacher and the "teacher" experiment are one run,
     trained longer than the students; ``Experiment.epochs`` shortens both."""
