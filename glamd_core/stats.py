@@ -84,6 +84,38 @@ def tolerated_range(multipliers, differences, tolerance: float) -> tuple[float, 
     return points[lo][0], points[hi][0]
 
 
+def sweep_sensitivity(points: pd.DataFrame, spread: float, bands: dict[str, tuple[float, float]]) -> pd.DataFrame:
+    """Read a sweep that moves one parameter at a time against its default. ``points``: one row per
+    swept point -- ``parameter``, ``multiplier`` (of the default's value), ``row`` (its name) and its
+    paired difference to the default, ``mean`` and ``std`` (NaN mean: it shares no seed with the
+    default). ``spread``: the default's seed-std.
+
+    Per parameter, in order of first appearance: for each band ``(lo, hi)`` of multipliers (closed)
+    the worst point (``worst <band>``: its row, None if the band holds no paired point, with its
+    ``mean`` and ``std``); the safe range ``safe from`` / ``safe to`` (:func:`tolerated_range` at
+    ``spread``; NaN when ``spread`` is NaN -- one default seed, nothing to judge by); and ``better``,
+    the ``(multiplier, mean)`` of points better than the default by more than ``spread``."""
+    missing = {"parameter", "multiplier", "row", "mean", "std"} - set(points.columns)
+    if missing:
+        raise KeyError(f"sweep_sensitivity needs columns {sorted(missing)}; the frame has {list(points.columns)}")
+    out = []
+    for parameter, group in points.groupby("parameter", sort=False):
+        entry = {"parameter": parameter}
+        paired = group.dropna(subset=["mean"])
+        for band, (lo, hi) in bands.items():
+            inside = paired[paired.multiplier.between(lo, hi)]
+            worst = inside.loc[inside["mean"].idxmin()] if len(inside) else None
+            entry[f"worst {band}"] = None if worst is None else worst["row"]
+            entry[f"worst {band} mean"] = np.nan if worst is None else float(worst["mean"])
+            entry[f"worst {band} std"] = np.nan if worst is None else float(worst["std"])
+        safe = (tolerated_range(group.multiplier, group["mean"], spread) if not np.isnan(spread)
+                else (np.nan, np.nan))
+        entry["safe from"], entry["safe to"] = safe
+        entry["better"] = [(float(m), float(d)) for m, d in zip(group.multiplier, group["mean"]) if d > spread]
+        out.append(entry)
+    return pd.DataFrame(out)
+
+
 def gap_shares(frame: pd.DataFrame, at_seed, leader: tuple[str, str], trailer: tuple[str, str], metric: str = "AP",
                row: str = "variant", side: str = "side", seed: str = "seed") -> pd.DataFrame:
     """A one-component-at-a-time screen between two methods, read at one seed: each variant's

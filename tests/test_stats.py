@@ -106,3 +106,36 @@ def test_tolerated_range_is_the_widest_safe_interval_around_the_default():
     for _ in range(200):
         ds = rng.normal(0, 1, len(m)).round(1).tolist()
         assert tolerated_range(m, ds, 0.5) == slow(m, ds, 0.5)
+
+
+def test_sweep_sensitivity_reads_worst_points_safe_ranges_and_gains_per_parameter():
+    from glamd_core.stats import sweep_sensitivity
+
+    m = [0.0, 0.25, 0.5, 2.0, 4.0]
+    points = pd.DataFrame({
+        "parameter": ["alpha"] * 5 + ["beta"] * 5 + ["temperature"] * 2,
+        "multiplier": m + m + [2.0, 20.0],
+        "row": [f"alpha x{x:g}" for x in m] + [f"beta x{x:g}" for x in m] + ["temperature x2", "temperature x20"],
+        "mean": [-4.35, -0.11, 0.81, -1.10, -3.40] + [-9.57, -1.88, np.nan, -1.45, -3.53] + [1.09, np.nan],
+        "std": [0.07, 0.35, 0.20, 0.89, 0.27] + [1.57, 1.24, np.nan, 0.36, 0.22] + [0.09, np.nan]})
+    bands = {"x0.5-2": (0.5, 2.0), "every point": (0.0, float("inf"))}
+    out = sweep_sensitivity(points, 0.44, bands).set_index("parameter")
+    assert list(out.index) == ["alpha", "beta", "temperature"]
+    assert out.loc["alpha", "worst x0.5-2"] == "alpha x2" and out.loc["alpha", "worst x0.5-2 mean"] == -1.10
+    assert out.loc["alpha", "worst every point"] == "alpha x0" and out.loc["alpha", "worst every point std"] == 0.07
+    assert (out.loc["alpha", "safe from"], out.loc["alpha", "safe to"]) == (0.25, 1.0)
+    assert out.loc["alpha", "better"] == [(0.5, 0.81)]
+    # an unpaired point (NaN) is never the worst but ends the safe range
+    assert out.loc["beta", "worst x0.5-2"] == "beta x2"
+    assert (out.loc["beta", "safe from"], out.loc["beta", "safe to"]) == (1.0, 1.0)
+    assert out.loc["beta", "better"] == []
+    assert out.loc["temperature", "worst every point"] == "temperature x2"
+    assert (out.loc["temperature", "safe from"], out.loc["temperature", "safe to"]) == (1.0, 2.0)
+    # one default seed: no spread, so no safe range and nothing counts as better
+    lone = sweep_sensitivity(points, float("nan"), bands).set_index("parameter")
+    assert lone[["safe from", "safe to"]].isna().all().all() and (lone.better.map(len) == 0).all()
+    assert lone.loc["alpha", "worst every point"] == "alpha x0"  # the worst points do not need a spread
+    empty_band = sweep_sensitivity(points, 0.44, {"x8-16": (8.0, 16.0)}).set_index("parameter")
+    assert empty_band["worst x8-16"].isna().all() and empty_band["worst x8-16 mean"].isna().all()
+    with pytest.raises(KeyError, match="multiplier"):
+        sweep_sensitivity(points.drop(columns="multiplier"), 0.44, bands)
