@@ -151,7 +151,7 @@ def defeat_screen_experiments(profile: str, seed: int, glamd_alpha: float | None
     """Notebook 04's diagnosis as ``(variant, side, component, experiment)``: one component of
     DeFeat's or GLAMD's feature term swapped at a time, each against its own method at its chosen
     setting (``side`` is the method it starts from). ``component`` names the difference between the
-    two methods that the swap takes away, so a reading can say which one carries the gap.
+    two methods that the swap tests, so a reading can say which one carries the gap.
     ``glamd_alpha``: GLAMD's alpha at which its feature term's gradient matches DeFeat's (None
     leaves that variant out; see :func:`alpha_matching_defeat`)."""
     P = get_profile(profile)
@@ -162,7 +162,7 @@ def defeat_screen_experiments(profile: str, seed: int, glamd_alpha: float | None
         return name, side, component, Experiment(kind, method or side, profile, seed=seed, distill=config)
 
     out = [variant("DeFeat (chosen)", "defeat", "baseline"), variant("GLAMD (chosen)", "glamd", "baseline"),
-           variant("DeFeat, 1x1 adapter", "defeat", "the adapter (3x3 in DeFeat, 1x1 in GLAMD)",
+           variant("DeFeat, 1x1 adapter", "defeat", "DeFeat's 3x3 adapter (GLAMD's is 1x1)",
                    replace(defeat, defeat_adapter="1x1")),
            variant("DeFeat, every level marked", "defeat", "DeFeat marking each box on one FPN level",
                    replace(defeat, defeat_levels="all")),
@@ -173,7 +173,7 @@ def defeat_screen_experiments(profile: str, seed: int, glamd_alpha: float | None
            variant("GLAMD, no masks (uniform)", "glamd", "GLAMD's attention masks", method="uniform"),
            variant(f"GLAMD, temperature x10 ({10 * temperature:g})", "glamd", "how peaked GLAMD's masks are",
                    replace(glamd, temperature=10 * temperature)),
-           variant("GLAMD, DeFeat's 3x3 adapter", "glamd", "the adapter (3x3 in DeFeat, 1x1 in GLAMD)",
+           variant("GLAMD, DeFeat's 3x3 adapter", "glamd", "DeFeat's 3x3 adapter (GLAMD's is 1x1)",
                    replace(glamd, glamd_adapter="3x3"))]
     if glamd_alpha is not None:
         out.append(variant(f"GLAMD, alpha {glamd_alpha:g} (DeFeat's gradient ratio)", "glamd",
