@@ -132,3 +132,22 @@ def gap_shares(frame: pd.DataFrame, at_seed, leader: tuple[str, str], trailer: t
     out["gap share"] = toward / gap if gap else np.nan
     out["gap"] = gap
     return out[[row, side, seed, metric, "change", "gap", "gap share"]]
+
+
+def confirmed_shares(moves: pd.DataFrame, variants, threshold: float = 0.5, row: str = "variant",
+                     seed: str = "seed") -> pd.DataFrame:
+    """Screen variants read over every seed they ran at (rows of :func:`gap_shares`, one per variant
+    and seed): ``n`` seeds, ``mean_share``, ``per_seed`` ({seed: share}) and a ``verdict`` --
+    ``carries`` when the share exceeds ``threshold`` at every seed, ``narrows`` when it is below
+    ``-threshold`` at every seed (taking the component away widens the gap), else empty. One seed is
+    a screen, not a confirmation: it never gets a verdict."""
+    out = []
+    for name in variants:
+        shares = moves[moves[row] == name].set_index(seed)["gap share"]
+        confirmed = len(shares) > 1
+        verdict = ("carries" if confirmed and (shares > threshold).all() else
+                   "narrows" if confirmed and (shares < -threshold).all() else "")
+        out.append({row: name, "n": len(shares), "mean_share": float(shares.mean()),
+                    "per_seed": {int(k): float(v) for k, v in shares.items()}, "verdict": verdict})
+    return pd.DataFrame(out, columns=[row, "n", "mean_share", "per_seed", "verdict"])
+

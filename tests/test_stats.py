@@ -139,3 +139,17 @@ def test_sweep_sensitivity_reads_worst_points_safe_ranges_and_gains_per_paramete
     assert empty_band["worst x8-16"].isna().all() and empty_band["worst x8-16 mean"].isna().all()
     with pytest.raises(KeyError, match="multiplier"):
         sweep_sensitivity(points.drop(columns="multiplier"), 0.44, bands)
+
+
+def test_confirmed_shares_give_a_verdict_only_when_every_seed_agrees():
+    from glamd_core.stats import confirmed_shares
+
+    moves = pd.DataFrame({"variant": ["a", "a", "b", "b", "c", "c", "d", "e", "e"],
+                          "seed": [0, 1, 0, 1, 0, 1, 0, 0, 1],
+                          "gap share": [1.09, 1.05, -0.88, -0.94, 0.82, 0.40, 0.9, 0.6, -0.7]})
+    out = confirmed_shares(moves, ["a", "b", "c", "d", "e"]).set_index("variant")
+    assert list(out.verdict) == ["carries", "narrows", "", "", ""]  # c: one seed under 0.5; d: one seed only; e: mixed
+    assert out.loc["a", "mean_share"] == pytest.approx(1.07) and out.loc["a", "per_seed"] == {0: 1.09, 1: 1.05}
+    assert out.loc["d", "n"] == 1
+    assert confirmed_shares(moves, ["c"], threshold=0.3).verdict.tolist() == ["carries"]
+    assert confirmed_shares(moves, ["missing"]).n.tolist() == [0]
