@@ -95,6 +95,9 @@ WEIGHT_MULTIPLIERS = (0.0, 0.25, 0.5, 2.0, 4.0)
 TEMPERATURE_MULTIPLIERS = (0.5, 2.0, 5.0, 20.0)
 SMOKE_MULTIPLIERS = ((0.0, 2.0), (2.0,))  # CI: the zero point and one multiplier; one temperature
 SWEPT = ("alpha", "beta", "gamma", "temperature")
+# The paper's "hardly sensitive" band: points within x0.5-2 carry the verdict, so they train at every
+# seed of the default row (paired against it); points outside it at the sweep's seeds only.
+VERDICT_BAND = (0.5, 2.0)
 
 
 def swept_value(exp: Experiment, parameter: str) -> float:
@@ -110,12 +113,13 @@ def sweep_multipliers(profile: str, weight_multipliers=None, temperature_multipl
 
 
 def hyperparameter_experiments(profile: str, seeds, sweep_seeds=None, weight_multipliers=None,
-                               temperature_multipliers=None,
-                               kind: str = "retinanet") -> list[tuple[str, float, Experiment]]:
+                               temperature_multipliers=None, kind: str = "retinanet",
+                               band=VERDICT_BAND) -> list[tuple[str, float, Experiment]]:
     """Notebook 03 (Fig. 1) as ``(parameter, multiplier, experiment)``: the chosen GLAMD setting
     (``"default"``, multiplier 1) and the student (``"student"``) at every seed of ``seeds``; every
-    other point at ``sweep_seeds`` (default: the first two seeds) with one parameter multiplied by
-    each of :func:`sweep_multipliers`."""
+    other point with one parameter multiplied by each of :func:`sweep_multipliers`, at every seed of
+    ``seeds`` when its multiplier lies in ``band`` (the verdict's range; None: no such band) and at
+    ``sweep_seeds`` (default: the first two seeds) otherwise."""
     weight_multipliers, temperature_multipliers = sweep_multipliers(profile, weight_multipliers,
                                                                     temperature_multipliers)
     sweep_seeds = list(seeds[:2] if sweep_seeds is None else sweep_seeds)
@@ -126,7 +130,9 @@ def hyperparameter_experiments(profile: str, seeds, sweep_seeds=None, weight_mul
         start = swept_value(out[0][2], parameter)
         for m in (temperature_multipliers if parameter == "temperature" else weight_multipliers):
             distill = replace(base, **{parameter: start * m})
-            out += [(parameter, float(m), Experiment(kind, "glamd", profile, seed=s, distill=distill)) for s in sweep_seeds]
+            in_band = band is not None and band[0] <= m <= band[1]
+            out += [(parameter, float(m), Experiment(kind, "glamd", profile, seed=s, distill=distill))
+                    for s in (seeds if in_band else sweep_seeds)]
     return out
 
 

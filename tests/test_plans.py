@@ -108,7 +108,10 @@ def test_hyperparameter_sweep_reuses_the_ablations_zero_points_and_moves_one_par
         c = e.distill_config().resolved(two_stage=False)
         assert getattr(c, parameter) == pytest.approx(getattr(base, parameter) * m)
         assert replace(c, **{parameter: getattr(base, parameter)}) == replace(base, method=c.method)
-        assert e.seed in (0, 1)  # the sweep's seeds: the first two
+        in_band = plans.VERDICT_BAND[0] <= m <= plans.VERDICT_BAND[1]
+        assert e.seed in ((0, 1, 2) if in_band else (0, 1)), (parameter, m)  # the verdict band at every seed
+    band_points = {(p, m) for p, m, e in points if p in plans.SWEPT and e.seed == 2}
+    assert band_points == {(p, m) for p in plans.SWEPT for m in (0.5, 2.0)}  # 8 points, as issue #27 asks
     assert plans.swept_value(points[0][2], "temperature") == 0.1  # the reference's one-stage temperature
 
 
