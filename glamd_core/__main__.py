@@ -46,6 +46,9 @@ def main(argv: list[str] | None = None) -> None:
     tr.add_argument("--teacher-checkpoint", default=None,
                     help="a teacher trained elsewhere (engine checkpoint or state dict), imported instead of trained")
     tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--threads", type=_positive_int, default=1,
+                    help="torch threads of a CPU run (default 1, canonical: the pool's workers train with 1 too, "
+                         "and 1-thread runs repeat bit for bit); any other count trains a run under another key")
     for f in fields(DistillConfig):
         if f.name != "method":
             kind = _FIELD_TYPES[str(f.type).split(" | ")[0]]
@@ -111,7 +114,7 @@ def main(argv: list[str] | None = None) -> None:
             method = a.method if a.method in METHODS else "none"
             distill = replace(get_profile(a.profile).distill_for(a.kind, method), **given)
             exp = Experiment(a.kind, a.method, a.profile, a.seed, a.student, a.teacher, distill,
-                             teacher_checkpoint=a.teacher_checkpoint)
+                             teacher_checkpoint=a.teacher_checkpoint, threads=a.threads)
         except ValueError as error:
             p.error(str(error))
         from .engine import TrainingStopped

@@ -15,6 +15,8 @@ checkpoint (for jobs under a wall-time limit: the next job resumes there).
 
 from __future__ import annotations
 
+import contextlib
+
 import csv
 import json
 import math
@@ -69,7 +71,9 @@ def stop_after_epoch() -> int | None:
 
 # TrainConfig fields added after runs were cached: a run key holds them only when they differ from
 # these values (the behaviour every earlier run trained with), so those runs keep their keys.
-TRAIN_KEYED_WHEN_CHANGED = {"amp_dtype": "float16", "sync_bn": False}
+# "threads": CPU float sums depend on the thread count, so a run's weights depend on it too; one thread
+# is canonical (it repeats bit for bit across machines), any other count is keyed.
+TRAIN_KEYED_WHEN_CHANGED = {"amp_dtype": "float16", "sync_bn": False, "threads": 1}
 
 
 @dataclass
@@ -98,8 +102,13 @@ class TrainConfig:
     # balance, visible. One extra backward pass per term at those iterations; None: off.
     grad_norm_every: int | None = 50
     progress: bool = True
+    # torch threads a CPU run trains and evaluates with (ignored on GPUs). 1 is canonical: 2-thread
+    # training does not even repeat itself. Another count gives another run key.
+    threads: int = 1
 
     def __post_init__(self):
+        if isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 1:
+            raise ValueError(f"threads must be a positive integer (1 is canonical), got {self.threads!r}")
         if self.optimizer not in ("adamw", "sgd"):
             raise ValueError(f"optimizer must be 'adamw' or 'sgd', got {self.optimizer!r}")
         if self.schedule not in ("cosine", "step", "constant"):
@@ -115,6 +124,21 @@ class TrainConfig:
         if self.grad_norm_every is not None and (isinstance(self.grad_norm_every, bool)
                                                  or not isinstance(self.grad_norm_every, int) or self.grad_norm_every < 1):
             raise ValueError(f"grad_norm_every must be a positive integer or None, got {self.grad_norm_every!r}")
+
+
+@contextlib.contextmanager
+def cpu_threads(cfg: TrainConfig):
+    """Train and evaluate a CPU run with ``cfg.threads`` torch threads, then restore the caller's count
+    (a notebook kernel keeps its own). GPU runs are left alone."""
+    if not str(cfg.device).startswith("cpu"):
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(cfg.threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def seed_everything(seed: int) -> None:

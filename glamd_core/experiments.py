@@ -49,6 +49,9 @@ class Experiment:
     # A teacher trained elsewhere (engine checkpoint or bare state dict of the teacher backbone's
     # detector): imported into the run cache, keyed by its content, instead of trained here.
     teacher_checkpoint: str | None = None
+    # torch threads of a CPU run (its teacher's too). 1 is canonical and unkeyed; any other count is
+    # part of the run key, since CPU float sums -- and so the weights -- depend on it.
+    threads: int = 1
 
     def __post_init__(self):  # fail before any training starts, naming the choices
         if self.kind not in KINDS:
@@ -62,12 +65,15 @@ class Experiment:
                              "import and evaluate the checkpoint)")
         if self.epochs is not None and (int(self.epochs) != self.epochs or self.epochs < 1):
             raise ValueError(f"epochs must be a positive integer or None, got {self.epochs!r}")
+        if isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 1:
+            raise ValueError(f"threads must be a positive integer (1 is canonical), got {self.threads!r}")
         get_profile(self.profile)
 
     def resolved_profile(self) -> Profile:
         """The profile this experiment's run is trained with (a teacher's: its teacher schedule)."""
         profile = get_profile(self.profile).for_kind(self.kind)
         profile = profile if self.epochs is None else profile.with_epochs(int(self.epochs))
+        profile = profile if self.threads == 1 else profile.with_train(threads=self.threads)
         return profile.for_teacher() if self.method == "teacher" else profile
 
     def distill_config(self) -> DistillConfig:
@@ -268,7 +274,8 @@ def results_frame(results: list[dict], split: str = "test") -> pd.DataFrame:
                      **{k: 100 * v for k, v in r["metrics"][split].items()},
                      "train_minutes": r["train_seconds"] / 60, "run": r["run_dir"],
                      # runs cached before this field existed do not know their code's commit
-                     "code_commit": r.get("code_commit", "unrecorded")})
+                     "code_commit": r.get("code_commit", "unrecorded"),
+                     "threads": r.get("threads"), "teacher_run": r.get("teacher_run", "")})
     return pd.DataFrame(rows)
 
 
@@ -305,8 +312,19 @@ def list_runs(runs_dir: Path = RUNS_DIR, pattern: str = "*") -> pd.DataFrame:
     rows = []
     for d in _run_folders(runs_dir, pattern):
         size = sum(f.stat().st_size for f in d.rglob("*") if f.is_file())
-        rows.append({"run": d.name, "finished": (d / "eval.json").exists(), "MB": round(size / 2**20, 1)})
-    return pd.DataFrame(rows, columns=["run", "finished", "MB"])
+        done = _read_eval(d)
+        rows.append({"run": d.name, "finished": (d / "eval.json").exists(), "MB": round(size / 2**20, 1),
+                     "threads": None if done is None else done.get("threads")})
+    return pd.DataFrame(rows, columns=["run", "finished", "MB", "threads"])
+
+
+def _read_eval(run: Path) -> dict | None:
+    """A finished run's ``eval.json`` (None: unfinished, or torn -- listing must not stop on one run)."""
+    try:
+        done = json.loads((Path(run) / "eval.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return done if isinstance(done, dict) else None
 
 
 def clear_runs(runs_dir: Path = RUNS_DIR, pattern: str | None = None, unfinished_only: bool = False,

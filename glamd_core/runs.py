@@ -23,7 +23,8 @@ from .data import DetectionDataset, VOCDetection, ensure_dataset, eval_transform
 from .data.real import RealData
 from .detectors import TWO_STAGE_KINDS, build_detector
 from .distill import KEYED_WHEN_CHANGED, NOT_KEYED, DistillConfig, Distiller
-from .engine import CHECKPOINT, TRAIN_KEYED_WHEN_CHANGED, init_distributed, read_log, stop_after_epoch, train
+from .engine import (CHECKPOINT, TRAIN_KEYED_WHEN_CHANGED, cpu_threads, init_distributed, read_log, stop_after_epoch,
+                     train)
 from .evaluation import evaluate
 from .files import atomic_save, atomic_write_text, env_path
 from .profiles import Profile
@@ -212,13 +213,15 @@ def _run(name: str, config: dict, build, profile: Profile, cfg, root: Path, runs
     stop_after_epoch()  # a bad $GLAMD_STOP_AFTER_EPOCH fails here, before the run's folder exists
     rank, world = init_distributed(cfg.device)  # (0, 1) unless launched by torchrun
     if world > 1:
-        return _run_distributed(run_dir, config, build, profile, cfg, root, rank)
+        with cpu_threads(cfg):
+            return _run_distributed(run_dir, config, build, profile, cfg, root, rank)
     if done.exists():
         return json.loads(done.read_text())
     with exclusive(run_dir / ".lock"):  # inside the run: clearing a run clears its lock
         if done.exists():  # another process finished it while we waited for the lock
             return json.loads(done.read_text())
-        return _train_and_evaluate(run_dir, config, build, profile, cfg, root)
+        with cpu_threads(cfg):  # the run's own thread count, whoever calls: a worker, the CLI, a notebook
+            return _train_and_evaluate(run_dir, config, build, profile, cfg, root)
 
 
 def _run_distributed(run_dir: Path, config: dict, build, profile: Profile, cfg, root: Path, rank: int) -> dict:
