@@ -18,6 +18,8 @@ from pathlib import Path
 
 import torch
 
+REPO_ROOT = Path(__file__).resolve().parents[1]  # the checkout: data/, runs/, results/ by default
+
 
 def partial_path(path: Path) -> Path:
     """Where ``path`` is written before it is renamed into place (same folder, so same filesystem)."""

@@ -1,4 +1,5 @@
-"""One detector training run = config -> run directory keyed by the config's hash.
+"""One detector training run = config -> run directory keyed by the config's hash (``run_key``
+says what the key covers; this module trains, locks and finds runs).
 
 A run's directory holds ``config.json``, the training checkpoint and logs (see ``engine``), the
 detections on the val and test splits and ``eval.json`` (``metrics`` per split). Asking for the same config again reuses the finished
@@ -8,7 +9,6 @@ run (or resumes an interrupted one); any change of setting gives a new key.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import shutil
@@ -21,16 +21,15 @@ import torch
 
 from .data import DetectionDataset, VOCDetection, ensure_dataset, eval_transforms, train_transforms
 from .data.real import RealData
-from .detectors import TWO_STAGE_KINDS, build_detector
-from .distill import KEYED_WHEN_CHANGED, NOT_KEYED, DistillConfig, Distiller
-from .engine import (CHECKPOINT, TRAIN_KEYED_WHEN_CHANGED, cpu_threads, init_distributed, read_log, stop_after_epoch,
-                     train)
+from .detectors import build_detector
+from .distill import DistillConfig, Distiller
+from .engine import CHECKPOINT, cpu_threads, init_distributed, read_log, stop_after_epoch, train
 from .evaluation import evaluate
-from .files import atomic_save, atomic_write_text, env_path
+from .files import REPO_ROOT, atomic_save, atomic_write_text, env_path
 from .profiles import Profile
+from .run_key import backbone_weights, config_key, data_key, detector_run, distilled_run, imported_run
 from .teacher_cache import TeacherCache, build_teacher_cache, fingerprint
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = REPO_ROOT / "data"
 # GLAMD_RUNS_DIR: a run cache elsewhere, e.g. on a cluster's shared filesystem or a scratch disk.
 # Empty or blank means unset (never the current directory); ~ is expanded.
@@ -50,10 +49,6 @@ def git_commit() -> str:
         return out + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
-
-
-def config_key(config: dict) -> str:
-    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
 def _locked_handle(lock_file: Path, blocking: bool, shared: bool = False):
@@ -169,41 +164,12 @@ def load_split(profile: Profile, root: Path, role: str, transforms=None, skip_ig
     return VOCDetection(root, splits(profile)[role], transforms=transforms, skip_ignored=skip_ignored)
 
 
-def backbone_weights(backbone: str) -> Path:
-    """The local ImageNet checkpoint of timm ``backbone`` for profiles with ``pretrained_backbones``:
-    ``$GLAMD_WEIGHTS/<backbone>.safetensors`` (or ``.pth`` / ``.bin``), default folder ``weights/``.
-    Nothing is downloaded; a missing file is an error saying what to put where."""
-    folder = env_path("GLAMD_WEIGHTS", REPO_ROOT / "weights")
-    candidates = [folder / f"{backbone}{ext}" for ext in (".safetensors", ".pth", ".bin")]
-    for path in candidates:
-        if path.is_file():
-            return path
-    raise FileNotFoundError(
-        f"ImageNet weights for the timm backbone {backbone!r} not found (looked for {', '.join(map(str, candidates))}). "
-        f"This machine cannot download them: fetch the timm model '{backbone}' (its model.safetensors on the "
-        f"Hugging Face hub, e.g. timm/{backbone}.*) elsewhere and save it as {candidates[0]}, or point the "
-        "environment variable GLAMD_WEIGHTS at the folder holding <backbone>.safetensors files.")
-
-
 def _backbone_options(profile: Profile, backbone: str) -> dict:
     return {"backbone_checkpoint": backbone_weights(backbone)} if profile.pretrained_backbones else {}
 
 
 def evaluation_splits(profile: Profile) -> list[str]:
     return [role for role in ("val", "test") if role in splits(profile)]
-
-
-def _data_name(root: Path) -> str:
-    return str(root.relative_to(REPO_ROOT)) if root.is_relative_to(REPO_ROOT) else str(root)
-
-
-def _data_key(profile: Profile, root: Path) -> str:
-    """The dataset as run keys know it: a synthetic set by its folder (named by its spec's hash), real
-    data by layout and splits -- not by where it is mounted, so a run trained on another machine's
-    copy (a teacher from a cluster) is the same run here."""
-    if isinstance(profile.data, RealData):
-        return f"{profile.data.layout} " + json.dumps(profile.data.splits, sort_keys=True)
-    return _data_name(root)
 
 
 def _run(name: str, config: dict, build, profile: Profile, cfg, root: Path, runs_dir: Path) -> dict:
@@ -294,7 +260,7 @@ def train_detector(kind: str, backbone: str, profile: Profile, seed: int = 0, ru
     """Train (or reuse) one plain detector and evaluate it; returns ``eval.json``'s content."""
     profile = profile.for_kind(kind)  # by_kind settings, also when called without an Experiment
     root = dataset_root(profile, data_root, data_dir)
-    name, config = _detector_run(kind, backbone, profile, seed, root)
+    name, config = detector_run(kind, backbone, profile, seed, root)
 
     def build(num_classes):
         model = build_detector(kind, backbone, num_classes, **profile.detector, **_backbone_options(profile, backbone))
@@ -310,7 +276,7 @@ def import_detector(kind: str, backbone: str, profile: Profile, checkpoint: str 
     keyed by the file's content, so distilled runs can name it as their teacher."""
     profile = profile.for_kind(kind)  # by_kind settings, also when called without an Experiment
     root = dataset_root(profile, data_root, data_dir)
-    name, config = _imported_run(kind, backbone, profile, checkpoint, root)
+    name, config = imported_run(kind, backbone, profile, checkpoint, root)
 
     def build(num_classes):
         model = build_detector(kind, backbone, num_classes, **profile.detector, checkpoint=checkpoint)
@@ -322,54 +288,9 @@ def import_detector(kind: str, backbone: str, profile: Profile, checkpoint: str 
 def imported_run_dir(kind: str, backbone: str, profile: Profile, checkpoint: str | Path, runs_dir: Path = RUNS_DIR,
                      data_root: str | Path | None = None, data_dir: Path = DATA_DIR) -> Path:
     """Where :func:`import_detector` keeps ``checkpoint``'s run (nothing is evaluated or generated)."""
-    name, config = _imported_run(kind, backbone, profile, checkpoint, dataset_root(profile, data_root, data_dir,
+    name, config = imported_run(kind, backbone, profile, checkpoint, dataset_root(profile, data_root, data_dir,
                                                                                   generate=False))
     return Path(runs_dir) / f"{name}-{config_key(config)}"
-
-
-def _imported_run(kind: str, backbone: str, profile: Profile, checkpoint: str | Path, root: Path) -> tuple[str, dict]:
-    checkpoint = Path(checkpoint)
-    if not checkpoint.is_file():
-        raise FileNotFoundError(f"teacher checkpoint {checkpoint} not found (an engine checkpoint such as a run's "
-                                f"{CHECKPOINT}, or a bare state dict of a build_detector('{kind}', '{backbone}', ...))")
-    digest = hashlib.sha256()
-    with open(checkpoint, "rb") as f:
-        for block in iter(lambda: f.read(1 << 24), b""):
-            digest.update(block)
-    config = {"what": "imported", "kind": kind, "backbone": backbone, "checkpoint_sha256": digest.hexdigest(),
-              "detector": profile.detector, "data": _data_key(profile, root)}
-    return f"{kind}-{backbone}-imported", config
-
-
-def _keyed_settings(profile: Profile, seed: int, root: Path, backbone: str) -> dict:
-    """What every run's key covers besides its own fields (the seed through "train"; not what leaves
-    training unchanged: progress bars, gradient-norm logging). The ImageNet weights a backbone starts
-    from are keyed by file name and size (hashing them at every lookup would cost seconds)."""
-    cfg = profile.with_train(seed=seed).train
-    train = {k: v for k, v in asdict(cfg).items() if not (k in TRAIN_KEYED_WHEN_CHANGED and v == TRAIN_KEYED_WHEN_CHANGED[k])}
-    keyed = {"detector": profile.detector, "train": train | {"progress": None, "grad_norm_every": None},
-             "data": _data_key(profile, root)}
-    if profile.pretrained_backbones:  # absent otherwise: cpu keys as before
-        weights = backbone_weights(backbone)
-        keyed["pretrained_backbone"] = f"{weights.name} {weights.stat().st_size} bytes"
-    return keyed
-
-
-def _detector_run(kind: str, backbone: str, profile: Profile, seed: int, root: Path) -> tuple[str, dict]:
-    """A plain detector run's name and keyed config."""
-    config = {"what": "detector", "kind": kind, "backbone": backbone} | _keyed_settings(profile, seed, root, backbone)
-    return f"{kind}-{backbone}-s{seed}", config
-
-
-def _distilled_run(kind: str, student_backbone: str, profile: Profile, distill: DistillConfig, seed: int,
-                   root: Path, teacher_run_dir: str) -> tuple[str, dict]:
-    # Keyed by the resolved settings: DistillConfig() and the same values spelled out are one run.
-    resolved = distill.resolved(two_stage=kind in TWO_STAGE_KINDS)
-    keyed = {k: v for k, v in asdict(resolved).items()
-             if k not in NOT_KEYED and not (k in KEYED_WHEN_CHANGED and v == KEYED_WHEN_CHANGED[k])}
-    config = {"what": "distilled", "kind": kind, "backbone": student_backbone, "teacher_run": teacher_run_dir,
-              "distill": keyed} | _keyed_settings(profile, seed, root, student_backbone)
-    return f"{kind}-{student_backbone}-{distill.method}-s{seed}", config
 
 
 def _teacher_seed(profile: Profile, teacher_seed: int | None) -> int:
@@ -387,14 +308,14 @@ def run_dir_of(kind: str, backbone: str, profile: Profile, seed: int = 0, runs_d
     profile = profile.for_kind(kind)  # by_kind settings, also when called without an Experiment
     root = dataset_root(profile, data_root, data_dir, generate=False)
     if distill is None:
-        name, config = _detector_run(kind, backbone, profile, seed, root)
+        name, config = detector_run(kind, backbone, profile, seed, root)
     elif teacher_checkpoint is not None:
         teacher = imported_run_dir(kind, teacher_backbone, profile, teacher_checkpoint, runs_dir, data_root, data_dir)
-        name, config = _distilled_run(kind, backbone, profile, distill, seed, root, teacher.name)
+        name, config = distilled_run(kind, backbone, profile, distill, seed, root, teacher.name)
     else:
         teacher = run_dir_of(kind, teacher_backbone, profile.for_teacher(), _teacher_seed(profile, teacher_seed),
                              runs_dir, data_root, data_dir)
-        name, config = _distilled_run(kind, backbone, profile, distill, seed, root, teacher.name)
+        name, config = distilled_run(kind, backbone, profile, distill, seed, root, teacher.name)
     return Path(runs_dir) / f"{name}-{config_key(config)}"
 
 
@@ -412,7 +333,7 @@ def train_distilled(kind: str, teacher_backbone: str, student_backbone: str, pro
         teacher_run = train_detector(kind, teacher_backbone, profile.for_teacher(), _teacher_seed(profile, teacher_seed),
                                      runs_dir, data_root, data_dir)
     root = dataset_root(profile, data_root, data_dir)
-    name, config = _distilled_run(kind, student_backbone, profile, distill, seed, root, teacher_run["run_dir"])
+    name, config = distilled_run(kind, student_backbone, profile, distill, seed, root, teacher_run["run_dir"])
 
     teacher_dir = Path(runs_dir) / teacher_run["run_dir"]
 
@@ -454,7 +375,7 @@ def teacher_cache_of(teacher, teacher_dir: Path, root: Path, split: str, profile
     t = teacher.transform
     transform = {"min_size": t.min_size, "max_size": t.max_size, "size_divisible": t.size_divisible,
                  "mean": t.image_mean, "std": t.image_std, "fixed_size": t.fixed_size}
-    name = f"{split}-{config_key({'data': _data_key(profile, root), 'split': split, 'transform': transform})}"
+    name = f"{split}-{config_key({'data': data_key(profile, root), 'split': split, 'transform': transform})}"
     folder = teacher_dir / "teacher_cache" / f"{name}-{fingerprint(teacher)}"
     with exclusive(folder.parent / f".{folder.name}.lock"):
         cache = TeacherCache.open(folder)

@@ -221,7 +221,7 @@ def test_defeat_teacher_sampled_rois_depend_on_the_teacher_only():
 def test_a_setting_added_later_keeps_earlier_runs_keys(tmp_path):
     """defeat_roi_sampling came after runs were cached: at its old behaviour ("student") a run's key
     is the key it always had; "teacher" is another run."""
-    from glamd_core import runs
+    from glamd_core import run_key, runs
     from glamd_core.profiles import get_profile
 
     profile = get_profile("smoke")
@@ -231,8 +231,8 @@ def test_a_setting_added_later_keeps_earlier_runs_keys(tmp_path):
                                distill=DistillConfig("defeat", **kw), teacher_backbone=profile.teacher_backbone,
                                data_dir=tmp_path / "data")
 
-    _, config = runs._distilled_run("faster_rcnn", profile.student_backbone, profile, DistillConfig("defeat"), 0,
-                                    tmp_path / "data", "teacher")
+    _, config = run_key.distilled_run("faster_rcnn", profile.student_backbone, profile, DistillConfig("defeat"), 0,
+                                   tmp_path / "data", "teacher")
     assert "defeat_roi_sampling" not in config["distill"] and "defeat_levels" in config["distill"]
     assert where() == where(defeat_roi_sampling="student") != where(defeat_roi_sampling="teacher")
     with pytest.raises(ValueError, match="defeat_roi_sampling"):

@@ -8,7 +8,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from glamd_core import profiles, runs
+from glamd_core import profiles, run_key, runs
 from glamd_core.experiments import Experiment, run
 from glamd_core.paper_check import write_coco, write_voc, write_weights
 from glamd_core.profiles import PROFILES, get_profile
@@ -80,7 +80,7 @@ def test_missing_real_data_and_weights_say_what_to_put_where(tmp_path, monkeypat
     assert runs.dataset_root(get_profile("paper_voc"), data_dir=tmp_path, generate=False) == tmp_path / "VOCdevkit"
     monkeypatch.setenv("GLAMD_WEIGHTS", str(tmp_path))
     with pytest.raises(FileNotFoundError, match=f"(?s)resnet50.*{tmp_path}/resnet50.safetensors.*GLAMD_WEIGHTS"):
-        runs.backbone_weights("resnet50")
+        run_key.backbone_weights("resnet50")
 
 
 def test_paper_profiles_as_data():

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from glamd_core import runs
+from glamd_core import run_key, runs
 from glamd_core.__main__ import main as cli
 from glamd_core.profiles import PROFILES, get_profile
 from glamd_core.reproduce import run_baselines
@@ -38,8 +38,8 @@ def test_a_run_is_cached_by_its_config_and_reused(tmp_path, monkeypatch):
 def test_config_key_changes_with_any_setting():
     a = {"detector": {"image_size": 128}, "train": {"lr": 1e-3}}
     b = {"detector": {"image_size": 128}, "train": {"lr": 2e-3}}
-    assert runs.config_key(a) == runs.config_key(json.loads(json.dumps(a)))
-    assert runs.config_key(a) != runs.config_key(b)
+    assert run_key.config_key(a) == run_key.config_key(json.loads(json.dumps(a)))
+    assert run_key.config_key(a) != run_key.config_key(b)
 
 
 def test_baselines_table_and_manifest(tmp_path):

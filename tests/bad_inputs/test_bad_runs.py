@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import torch
 
-from glamd_core import runs
+from glamd_core import run_key, runs
 from glamd_core.__main__ import main as cli
 from glamd_core.detectors import build_detector
 from glamd_core.distill import DistillConfig
@@ -117,7 +117,7 @@ def test_equal_settings_are_one_run_key():
     from dataclasses import asdict
 
     a, b = DistillConfig(alpha=1, patch_size=np.int64(7)), DistillConfig(alpha=1.0, patch_size=7)
-    assert runs.config_key(asdict(a)) == runs.config_key(asdict(b))
+    assert run_key.config_key(asdict(a)) == run_key.config_key(asdict(b))
     # a setting left to its loss form's default and the same value spelled out: one run
     profile = get_profile("smoke")
 

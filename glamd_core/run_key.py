@@ -1,0 +1,108 @@
+"""A run's identity: everything its weights depend on, hashed into the key that names its folder.
+
+A run is ``<kind>-<backbone>[-<method>]-s<seed>-<key>``, the key a hash of its config. The config
+covers: what is trained (a detector alone, a student distilled from a named teacher run, or an
+imported checkpoint by its content), the detector's settings, the training settings (the seed
+among them; not what leaves the weights unchanged: progress bars, gradient-norm logging), the
+dataset (by name or layout, not by where it is mounted), the ImageNet weights a backbone starts
+from, and the distillation settings as they resolve. Settings added after runs were cached are
+keyed only when they differ from the value those runs had (``TRAIN_KEYED_WHEN_CHANGED``,
+``distill.KEYED_WHEN_CHANGED``), so old keys stay valid -- the torch thread count among them: CPU
+float sums depend on it, one thread is canonical and unkeyed, any other count is keyed.
+
+The key covers the configuration, not the code: each run records the commit that trained it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+from .data.real import RealData
+from .detectors import TWO_STAGE_KINDS
+from .distill import KEYED_WHEN_CHANGED, NOT_KEYED, DistillConfig
+from .engine import CHECKPOINT, TRAIN_KEYED_WHEN_CHANGED
+from .files import REPO_ROOT, env_path
+from .profiles import Profile
+
+
+def config_key(config: dict) -> str:
+    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def backbone_weights(backbone: str) -> Path:
+    """The local ImageNet checkpoint of timm ``backbone`` for profiles with ``pretrained_backbones``:
+    ``$GLAMD_WEIGHTS/<backbone>.safetensors`` (or ``.pth`` / ``.bin``), default folder ``weights/``.
+    Nothing is downloaded; a missing file is an error saying what to put where."""
+    folder = env_path("GLAMD_WEIGHTS", REPO_ROOT / "weights")
+    candidates = [folder / f"{backbone}{ext}" for ext in (".safetensors", ".pth", ".bin")]
+    for path in candidates:
+        if path.is_file():
+            return path
+    raise FileNotFoundError(
+        f"ImageNet weights for the timm backbone {backbone!r} not found (looked for {', '.join(map(str, candidates))}). "
+        f"This machine cannot download them: fetch the timm model '{backbone}' (its model.safetensors on the "
+        f"Hugging Face hub, e.g. timm/{backbone}.*) elsewhere and save it as {candidates[0]}, or point the "
+        "environment variable GLAMD_WEIGHTS at the folder holding <backbone>.safetensors files.")
+
+
+def data_name(root: Path) -> str:
+    return str(root.relative_to(REPO_ROOT)) if root.is_relative_to(REPO_ROOT) else str(root)
+
+
+def data_key(profile: Profile, root: Path) -> str:
+    """The dataset as run keys know it: a synthetic set by its folder (named by its spec's hash), real
+    data by layout and splits -- not by where it is mounted, so a run trained on another machine's
+    copy (a teacher from a cluster) is the same run here."""
+    if isinstance(profile.data, RealData):
+        return f"{profile.data.layout} " + json.dumps(profile.data.splits, sort_keys=True)
+    return data_name(root)
+
+
+def imported_run(kind: str, backbone: str, profile: Profile, checkpoint: str | Path, root: Path) -> tuple[str, dict]:
+    """A teacher trained elsewhere: keyed by its checkpoint's content."""
+    checkpoint = Path(checkpoint)
+    if not checkpoint.is_file():
+        raise FileNotFoundError(f"teacher checkpoint {checkpoint} not found (an engine checkpoint such as a run's "
+                                f"{CHECKPOINT}, or a bare state dict of a build_detector('{kind}', '{backbone}', ...))")
+    digest = hashlib.sha256()
+    with open(checkpoint, "rb") as f:
+        for block in iter(lambda: f.read(1 << 24), b""):
+            digest.update(block)
+    config = {"what": "imported", "kind": kind, "backbone": backbone, "checkpoint_sha256": digest.hexdigest(),
+              "detector": profile.detector, "data": data_key(profile, root)}
+    return f"{kind}-{backbone}-imported", config
+
+
+def keyed_settings(profile: Profile, seed: int, root: Path, backbone: str) -> dict:
+    """What every trained run's key covers besides its own fields (the seed and the thread count
+    through "train"). The ImageNet weights a backbone starts from are keyed by file name and size
+    (hashing them at every lookup would cost seconds)."""
+    cfg = profile.with_train(seed=seed).train
+    train = {k: v for k, v in asdict(cfg).items() if not (k in TRAIN_KEYED_WHEN_CHANGED and v == TRAIN_KEYED_WHEN_CHANGED[k])}
+    keyed = {"detector": profile.detector, "train": train | {"progress": None, "grad_norm_every": None},
+             "data": data_key(profile, root)}
+    if profile.pretrained_backbones:  # absent otherwise: cpu keys as before
+        weights = backbone_weights(backbone)
+        keyed["pretrained_backbone"] = f"{weights.name} {weights.stat().st_size} bytes"
+    return keyed
+
+
+def detector_run(kind: str, backbone: str, profile: Profile, seed: int, root: Path) -> tuple[str, dict]:
+    """A plain detector run's name and keyed config."""
+    config = {"what": "detector", "kind": kind, "backbone": backbone} | keyed_settings(profile, seed, root, backbone)
+    return f"{kind}-{backbone}-s{seed}", config
+
+
+def distilled_run(kind: str, student_backbone: str, profile: Profile, distill: DistillConfig, seed: int,
+                  root: Path, teacher_run_dir: str) -> tuple[str, dict]:
+    """A distilled student's name and keyed config: its teacher by run name (itself a key), the
+    distillation settings as they resolve (``DistillConfig()`` and the same values spelled out are one run)."""
+    resolved = distill.resolved(two_stage=kind in TWO_STAGE_KINDS)
+    keyed = {k: v for k, v in asdict(resolved).items()
+             if k not in NOT_KEYED and not (k in KEYED_WHEN_CHANGED and v == KEYED_WHEN_CHANGED[k])}
+    config = {"what": "distilled", "kind": kind, "backbone": student_backbone, "teacher_run": teacher_run_dir,
+              "distill": keyed} | keyed_settings(profile, seed, root, student_backbone)
+    return f"{kind}-{student_backbone}-{distill.method}-s{seed}", config
