@@ -2,6 +2,7 @@
 #   make reproduce   the main job: every experiment notebook at the cpu profile (papermill) -> results/
 #   make test        unit tests + every notebook via nbval at the smoke profile, then the paper check
 #   make paper-check the paper_voc / paper_coco settings end to end on CPU (torchrun, 2 processes; ~3 min)
+#   make consistency one AP per run name and one teacher per kind across results/ (also a test)
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -12,7 +13,7 @@ $(VENV)/.installed: pyproject.toml
 	$(VENV)/bin/pip install --quiet -e '.[notebooks,test]'
 	touch $@
 
-.PHONY: install reproduce test paper-check bench
+.PHONY: install reproduce test paper-check bench consistency
 install: $(VENV)/.installed
 
 reproduce: $(VENV)/.installed
@@ -27,3 +28,6 @@ paper-check: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(PY) -m benchmarks
+
+consistency: $(VENV)/.installed
+	$(PY) -m glamd_core.consistency

@@ -379,8 +379,43 @@ def results_dir(name: str, profile: str, create: bool = True) -> Path:
     return out
 
 
+def teachers_of(results=(), tables=(), runs_dir: Path = RUNS_DIR) -> dict[str, list[dict]]:
+    """The teacher runs behind ``results`` (run dicts) and ``tables`` (runs tables with ``teacher_run``
+    or teacher rows), per detector kind, each with its test AP: what a results folder's manifest
+    names, so that one teacher is seen to be the same run, with the same AP, in every folder."""
+    named: dict[str, set[str]] = {}
+    aps: dict[str, float] = {}
+    for r in results:
+        if r.get("method") == "teacher":
+            named.setdefault(r["kind"], set()).add(r["run_dir"])
+            aps[r["run_dir"]] = 100 * r["metrics"]["test"]["AP"]
+        elif r.get("teacher_run"):
+            named.setdefault(r["kind"], set()).add(r["teacher_run"])
+    for t in tables:
+        if {"kind", "teacher_run"} <= set(t.columns):
+            for kind, teacher in t[["kind", "teacher_run"]].drop_duplicates().itertuples(index=False):
+                if isinstance(teacher, str) and teacher:
+                    named.setdefault(kind, set()).add(teacher)
+        if {"kind", "method", "run", "AP"} <= set(t.columns):
+            rows = t[(t.method == "teacher") & (t.get("split", "test") == "test")]
+            for kind, run_name, ap in rows[["kind", "run", "AP"]].itertuples(index=False):
+                named.setdefault(kind, set()).add(run_name)
+                aps[run_name] = float(ap)
+    out = {}
+    for kind, names in sorted(named.items()):
+        out[kind] = []
+        for n in sorted(names):
+            if n not in aps:
+                try:
+                    aps[n] = 100 * json.loads((Path(runs_dir) / n / "eval.json").read_text())["metrics"]["test"]["AP"]
+                except (OSError, ValueError, KeyError, TypeError):
+                    aps[n] = None
+            out[kind].append({"run": n, "AP": aps[n]})
+    return out
+
+
 def write_results(name: str, profile: Profile, seeds, wall_seconds: float, tables: dict[str, pd.DataFrame],
-                  figures: dict | None = None, note: str = "", out_dir: Path | None = None, **extra) -> Path:
+                  figures: dict | None = None, note: str = "", out_dir: Path | None = None, runs=(), **extra) -> Path:
     """Tables as csv + markdown (with the provenance line), figures as png, and the manifest.
 
     Written whole: everything goes to a staging folder that then replaces ``results/<name>/``, so a
@@ -388,6 +423,8 @@ def write_results(name: str, profile: Profile, seeds, wall_seconds: float, table
     already there (e.g. a benchmark's output) are carried over, except the executed notebook
     ``<name>.ipynb``, which belongs to the previous results; the notebook runner puts the new one
     in place when the notebook finishes. ``out_dir`` replaces ``results/<name>/`` as the target.
+    The manifest names the teacher runs (:func:`teachers_of`) of ``runs`` (the run dicts the results
+    come from) and of the tables.
     """
     out = results_dir(name, profile.name) if out_dir is None else Path(out_dir)
     recover_dir(out)
@@ -405,6 +442,7 @@ def write_results(name: str, profile: Profile, seeds, wall_seconds: float, table
         (staging / f"{stem}.md").write_text(header + table.to_markdown(index=False, floatfmt=".2f") + "\n")
     for stem, fig in (figures or {}).items():
         fig.savefig(staging / f"{stem}.png", dpi=120, bbox_inches="tight")
+    extra.setdefault("teachers", teachers_of(runs, tables.values()))
     (staging / "manifest.json").write_text(json.dumps(manifest(profile, seeds, wall_seconds, **extra), indent=2))
     replace_dir(staging, out)
     return out
