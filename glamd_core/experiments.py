@@ -30,6 +30,7 @@ from .distill import METHODS, DistillConfig
 from .engine import check_seed
 from .files import recover_dir, replace_dir
 from .profiles import PROFILES, Profile, get_profile
+from .run_key import unkeyed_environment
 from .runs import (DATA_DIR, REPO_ROOT, RESULTS_DIR, RUNS_DIR, dataset_root, git_commit, import_detector,
                    imported_run_dir, run_dir_of, train_detector, train_distilled, try_exclusive)
 
@@ -363,7 +364,7 @@ def manifest(profile: Profile, seeds, wall_seconds: float, **extra) -> dict:
     return {"profile": profile.name, "seeds": list(seeds), "commit": git_commit(),
             "wall_seconds": round(wall_seconds, 1), "python": platform.python_version(),
             "torch": torch.__version__, "torchvision": torchvision.__version__, "timm": timm.__version__,
-            "threads": torch.get_num_threads(), "machine": platform.machine(), **extra}
+            "threads": torch.get_num_threads(), "machine": platform.machine(), **unkeyed_environment(), **extra}
 
 
 

@@ -8,7 +8,9 @@ dataset (by name or layout, not by where it is mounted), the ImageNet weights a 
 from, and the distillation settings as they resolve. Settings added after runs were cached are
 keyed only when they differ from the value those runs had (``TRAIN_KEYED_WHEN_CHANGED``,
 ``distill.KEYED_WHEN_CHANGED``), so old keys stay valid -- the torch thread count among them: CPU
-float sums depend on it, one thread is canonical and unkeyed, any other count is keyed.
+float sums depend on it, one thread is canonical and unkeyed, any other count is keyed. What the
+weights also depend on but the key does not cover (the CPU's vector kernels, the image libraries) is
+recorded beside each run (:func:`unkeyed_environment`).
 
 The key covers the configuration, not the code: each run records the commit that trained it.
 """
@@ -26,6 +28,27 @@ from .distill import KEYED_WHEN_CHANGED, NOT_KEYED, DistillConfig
 from .engine import CHECKPOINT, TRAIN_KEYED_WHEN_CHANGED
 from .files import REPO_ROOT, env_path
 from .profiles import Profile
+
+
+def unkeyed_environment() -> dict:
+    """What a CPU run's weights also depend on, recorded beside every run and results folder but not
+    keyed (runs cached before it was recorded could not be found again): the vector kernels torch
+    dispatches to (AVX2 / AVX512 sum in other orders), the CPU, and the libraries that draw and encode
+    the synthetic images."""
+    import platform
+
+    import numpy
+    import PIL
+    import torch
+
+    model = platform.processor()
+    try:
+        model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                      if line.startswith("model name")), model)
+    except OSError:
+        pass
+    return {"cpu_capability": torch.backends.cpu.get_cpu_capability(), "cpu_model": model,
+            "numpy": numpy.__version__, "pillow": PIL.__version__}
 
 
 def config_key(config: dict) -> str:

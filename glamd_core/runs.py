@@ -27,7 +27,8 @@ from .engine import CHECKPOINT, cpu_threads, init_distributed, read_log, stop_af
 from .evaluation import evaluate
 from .files import REPO_ROOT, atomic_save, atomic_write_text, env_path
 from .profiles import Profile
-from .run_key import backbone_weights, config_key, data_key, detector_run, distilled_run, imported_run
+from .run_key import (backbone_weights, config_key, data_key, detector_run, distilled_run, imported_run,
+                      unkeyed_environment)
 from .teacher_cache import TeacherCache, build_teacher_cache, fingerprint
 
 DATA_DIR = REPO_ROOT / "data"
@@ -246,7 +247,8 @@ def _train_and_evaluate(run_dir: Path, config: dict, build, profile: Profile, cf
               "metrics": metrics, "train_seconds": 0.0 if imported else _training_seconds(run_dir),
               "wall_seconds_this_call": time.perf_counter() - t0, "setup_seconds": setup_seconds,
               "eval_seconds": time.perf_counter() - t_eval, "final_loss": summary.get("loss"),
-              "run_dir": run_dir.name, "threads": torch.get_num_threads(), "code_commit": code_commit}
+              "run_dir": run_dir.name, "threads": torch.get_num_threads(), "code_commit": code_commit,
+              "environment": unkeyed_environment()}
     cache = getattr(trainable, "teacher_cache", None)
     if cache is not None:  # batches served from the teacher-output cache / run online, in this call
         result["teacher_cache_batches"] = {"cached": cache.hits, "online": cache.misses,

@@ -62,6 +62,9 @@ def test_a_run_restores_the_callers_thread_count(tmp_path):
     try:
         r = run(Experiment("retinanet", "none", "smoke", seed=0), runs_dir=tmp_path)
         assert r["threads"] == 1 and torch.get_num_threads() == 2  # a notebook kernel keeps its own count
+        # what the key does not cover is recorded beside the run
+        assert r["environment"]["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+        assert {"cpu_model", "numpy", "pillow"} <= set(r["environment"])
     finally:
         torch.set_num_threads(before)
 
