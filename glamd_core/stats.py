@@ -2,14 +2,123 @@
 
 Runs with the same seed share their initialisation and data order, so the difference of two rows
 at the same seed removes most of the seed-to-seed spread that separate means would carry.
+
+An effect is stated as its mean with a 95 % confidence interval (t distribution, n - 1 degrees of
+freedom), and a claim of the paper gets a verdict from it: **held** (the interval lies on the
+paper's side of zero, or of a stated tolerance), **reversed** (on the other side) or
+**inconclusive**. Several claims read together (a notebook's family) are corrected with
+Holm-Bonferroni, so the chance that any one of them is called wrongly stays at 5 %.
 """
 
 from __future__ import annotations
 
+import math
+from numbers import Integral
+
 import numpy as np
 import pandas as pd
+from scipy import stats as _scipy_stats
 
-PAIRED_COLUMNS = ["row", "baseline", "n", "mean", "std", "agree", "per_seed"]
+PAIRED_COLUMNS = ["row", "baseline", "n", "mean", "std", "agree", "per_seed", "ci_low", "ci_high", "p"]
+VERDICTS = ("held", "reversed", "inconclusive")
+
+
+def _check_finite(values, what: str) -> np.ndarray:
+    a = np.asarray(values, dtype=float)
+    if not np.isfinite(a).all():
+        raise ValueError(f"{what} must be finite numbers; got {list(np.asarray(values).tolist())}")
+    return a
+
+
+def _check_seed_types(seeds, what: str = "seed") -> None:
+    """Seeds of one type: '0' and 0 never pair, so a mix is an error, not an empty result."""
+    kinds = {("int" if isinstance(s, Integral) and not isinstance(s, bool) else type(s).__name__) for s in seeds}
+    if len(kinds) > 1:
+        raise ValueError(f"the {what} column mixes types {sorted(kinds)} (e.g. '0' and 0 never pair); "
+                         "give every seed as an integer")
+
+
+def paired_ci(differences, confidence: float = 0.95) -> tuple[float, float, float]:
+    """``(mean, low, high)`` of paired per-seed ``differences``: the t interval with n - 1 degrees
+    of freedom. Fewer than two differences have no interval (NaN bounds)."""
+    d = _check_finite(differences, "paired differences")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must lie strictly between 0 and 1, got {confidence!r}")
+    n = len(d)
+    mean = float(d.mean()) if n else float("nan")
+    if n < 2:
+        return mean, float("nan"), float("nan")
+    half = float(_scipy_stats.t.ppf((1 + confidence) / 2, n - 1)) * float(d.std(ddof=1)) / math.sqrt(n)
+    return mean, mean - half, mean + half
+
+
+def paired_p(differences, against: float = 0.0) -> float:
+    """Two-sided p of the paired t test that the mean difference equals ``against`` (NaN below two
+    differences). With no spread at all the answer is exact: 0 if the mean differs, else 1."""
+    d = _check_finite(differences, "paired differences")
+    if len(d) < 2:
+        return float("nan")
+    if float(d.std(ddof=1)) == 0.0:
+        return 0.0 if float(d.mean()) != against else 1.0
+    return float(_scipy_stats.ttest_1samp(d, against).pvalue)
+
+
+def holm(pvalues) -> np.ndarray:
+    """Holm-Bonferroni adjusted p values, in the given order: the i-th smallest of m is multiplied by
+    m - i + 1, made monotone, capped at 1. NaN (no test) stays NaN and does not count in m."""
+    p = np.asarray(pvalues, dtype=float)
+    if np.any((p < 0) | (p > 1)):
+        raise ValueError(f"p values lie in [0, 1]; got {p.tolist()}")
+    out = np.full(p.shape, np.nan)
+    tested = np.flatnonzero(~np.isnan(p))
+    m = len(tested)
+    running = 0.0
+    for rank, i in enumerate(tested[np.argsort(p[tested], kind="stable")]):
+        running = max(running, min(1.0, (m - rank) * p[i]))
+        out[i] = running
+    return out
+
+
+def verdict(mean: float, p_adjusted: float, direction: int, against: float = 0.0, alpha: float = 0.05) -> str:
+    """``held`` when the (adjusted) test rejects ``mean == against`` and the mean lies on the claim's
+    side (``direction`` +1: above, -1: below), ``reversed`` when it rejects on the other side, else
+    ``inconclusive``. At alpha 0.05 without correction this is "the 95 % CI excludes ``against``"."""
+    if direction not in (1, -1):
+        raise ValueError(f"direction is +1 (the claim says above) or -1 (below), got {direction!r}")
+    if math.isnan(p_adjusted) or p_adjusted >= alpha or mean == against:
+        return "inconclusive"
+    return "held" if (mean - against) * direction > 0 else "reversed"
+
+
+def claim_verdicts(paired: pd.DataFrame, direction, against=0.0, alpha: float = 0.05, row: str = "row",
+                   confidence: float = 0.95) -> pd.DataFrame:
+    """Verdicts for a family of claims, one per row of :func:`paired_differences`'s output, Holm-
+    corrected within the family. ``direction``: +1 / -1 for every row, or {row: +1 / -1} (rows not
+    in it are not claims and are left out); ``against``: 0 (an effect's sign) or a tolerance's edge,
+    e.g. -0.5 for "drops by less than 0.5 AP", one number or {row: number}. Adds ``against``,
+    ``ci_low`` / ``ci_high`` (at ``confidence``), ``p`` (against ``against``), ``p_holm`` and ``verdict``."""
+    rows = list(paired[row])
+    directions = direction if isinstance(direction, dict) else {r: direction for r in rows}
+    out = paired[paired[row].isin(directions)].copy()
+    edges = [against.get(r, 0.0) if isinstance(against, dict) else against for r in out[row]]
+    cis, ps = [], []
+    for diffs, edge in zip(out["diffs"] if "diffs" in out else out["per_seed"].map(lambda d: list(d.values())), edges):
+        cis.append(paired_ci(diffs, confidence)[1:])
+        ps.append(paired_p(diffs, edge))
+    out["direction"] = [directions[r] for r in out[row]]
+    out["against"] = edges
+    out["ci_low"], out["ci_high"] = [c[0] for c in cis], [c[1] for c in cis]
+    out["p"] = ps
+    out["p_holm"] = holm(ps) if len(ps) else []
+    out["verdict"] = [verdict(m, q, d, e, alpha) for m, q, d, e in zip(out["mean"], out["p_holm"], out["direction"],
+                                                                      out["against"])]
+    return out.reset_index(drop=True)
+
+
+def ci_text(mean: float, low: float, high: float, n: int, unit: str = "AP") -> str:
+    """``+2.06 AP [−1.7, +5.8], n = 3``: a paired effect with its 95 % CI (no interval below n = 2)."""
+    interval = "" if math.isnan(low) else f" [{low:+.2f}, {high:+.2f}]"
+    return f"{mean:+.2f} {unit}{interval}, n = {int(n)}"
 
 
 def paired_differences(frame: pd.DataFrame, baseline, row: str = "row", metric: str = "AP",
@@ -17,10 +126,17 @@ def paired_differences(frame: pd.DataFrame, baseline, row: str = "row", metric: 
     """For every value of ``row`` in ``frame`` other than ``baseline``: ``metric(row, s) -
     metric(baseline, s)`` over the seeds ``s`` both have, summarised as n, mean, std (NaN for n = 1),
     ``agree`` (how many seeds' differences share the sign of the mean; a zero difference agrees with
-    nothing) and ``per_seed`` ({seed: difference}). Rows keep their order of first appearance."""
+    nothing), ``per_seed`` ({seed: difference, rounded}), the 95 % CI ``ci_low`` / ``ci_high``, the
+    two-sided ``p`` against zero and the unrounded ``diffs``. Rows keep their order of first
+    appearance. Seeds must be of one type and the metric finite."""
     for column in (row, metric, seed):
         if column not in frame:
             raise KeyError(f"paired_differences needs a {column!r} column; the frame has {list(frame.columns)}")
+    _check_seed_types(frame[seed], seed)
+    bad = ~np.isfinite(pd.to_numeric(frame[metric], errors="coerce").astype(float))
+    if bad.any():
+        raise ValueError(f"{metric} must be finite numbers; not at {frame.loc[bad, [row, seed]].values.tolist()} "
+                         f"({frame.loc[bad, metric].tolist()})")
     twice = frame.duplicated([row, seed])
     if twice.any():
         raise ValueError(f"more than one run per ({row}, {seed}): {frame.loc[twice, [row, seed]].values.tolist()}; "
@@ -35,12 +151,14 @@ def paired_differences(frame: pd.DataFrame, baseline, row: str = "row", metric: 
         if name == baseline:
             continue
         diffs = (values.loc[name] - base).dropna()
-        mean = float(diffs.mean()) if len(diffs) else float("nan")
+        mean, low, high = paired_ci(diffs.to_numpy())
         out.append({row: name, "baseline": baseline, "n": len(diffs), "mean": mean,
                     "std": float(diffs.std(ddof=1)) if len(diffs) > 1 else float("nan"),
                     "agree": int((np.sign(diffs) == np.sign(mean)).sum()) if mean else 0,
-                    "per_seed": {int(s): round(float(d), 2) for s, d in diffs.items()}})
-    columns = [row if c == "row" else c for c in PAIRED_COLUMNS]
+                    "per_seed": {int(s): round(float(d), 2) for s, d in diffs.items()},
+                    "ci_low": low, "ci_high": high, "p": paired_p(diffs.to_numpy()),
+                    "diffs": [float(d) for d in diffs]})
+    columns = [row if c == "row" else c for c in PAIRED_COLUMNS] + ["diffs"]
     return pd.DataFrame(out, columns=columns)
 
 
@@ -55,6 +173,11 @@ def per_seed_trend(frame: pd.DataFrame, x: str, metric: str = "AP", seed: str = 
     """Per seed, how ``metric`` moves with ``x``: the least-squares ``slope`` (metric per unit of x)
     and the Spearman ``rank_correlation`` (Pearson's r of the average ranks; -1: strictly falling).
     Rows with ``x`` or ``metric`` missing are left out; fewer than two distinct x give NaN."""
+    twice = frame.duplicated([x, seed])
+    if twice.any():
+        raise ValueError(f"more than one point per ({x}, {seed}): {frame.loc[twice, [x, seed]].values.tolist()}; "
+                         "a trend needs one value per x and seed")
+    _check_seed_types(frame[seed], seed)
     rows = []
     for s, g in frame.dropna(subset=[x, metric]).groupby(seed, sort=True):
         distinct = g[x].nunique() > 1 and g[metric].nunique() > 1
@@ -72,6 +195,11 @@ def tolerated_range(multipliers, differences, tolerance: float) -> tuple[float, 
     ``>= -tolerance``. A point better than the default never ends the run; a NaN difference (or a
     NaN tolerance: no spread to judge by) ends it. Multiplier 1 is the default and anchors the run
     whatever difference is given for it."""
+    multipliers, differences = list(multipliers), list(differences)
+    if len(multipliers) != len(differences):
+        raise ValueError(f"{len(multipliers)} multipliers for {len(differences)} differences; give one difference "
+                         "per multiplier")
+    _check_finite(multipliers, "multipliers")
     points = sorted(zip(map(float, multipliers), map(float, differences)))
     if not any(m == 1.0 for m, _ in points):
         points = sorted(points + [(1.0, 0.0)])
@@ -122,14 +250,26 @@ def gap_shares(frame: pd.DataFrame, at_seed, leader: tuple[str, str], trailer: t
     ``change`` of ``metric`` against the baseline row of its own side, and that change as a share of
     the gap between the two baselines (``gap share``: 1 = the whole gap closed). ``leader`` /
     ``trailer``: ``(side, baseline row)`` of the method ahead and of the one behind; a variant of the
-    leader closes the gap by losing, one of the trailer by gaining. A zero gap gives NaN shares."""
+    leader closes the gap by losing, one of the trailer by gaining. Where the "leader" is not ahead
+    at this seed (``gap`` <= 0) there is no lead to share out: every share is NaN, and ``gap`` says
+    why. A baseline missing or a (variant, side) given twice is an error."""
+    _check_seed_types(frame[seed], seed)
     at = frame[frame[seed] == at_seed]
-    base = {s: at[at[row] == name][metric].iloc[0] for s, name in (leader, trailer)}
+    twice = at.duplicated([row, side])
+    if twice.any():
+        raise ValueError(f"more than one run per ({row}, {side}) at {seed} {at_seed!r}: "
+                         f"{at.loc[twice, [row, side]].values.tolist()}")
+    base = {}
+    for s, name in (leader, trailer):
+        hit = at[(at[row] == name) & (at[side] == s)][metric]
+        if len(hit) != 1:
+            raise ValueError(f"baseline row {name!r} of side {s!r} is not in the frame at {seed} {at_seed!r}")
+        base[s] = float(hit.iloc[0])
     gap = base[leader[0]] - base[trailer[0]]
     out = at[~at[row].isin([leader[1], trailer[1]])].copy()
     out["change"] = out[metric] - out[side].map(base)
     toward = np.where(out[side] == leader[0], -out["change"], out["change"])
-    out["gap share"] = toward / gap if gap else np.nan
+    out["gap share"] = toward / gap if gap > 0 else np.nan  # no lead, nothing to share out
     out["gap"] = gap
     return out[[row, side, seed, metric, "change", "gap", "gap share"]]
 
@@ -140,14 +280,23 @@ def confirmed_shares(moves: pd.DataFrame, variants, threshold: float = 0.5, row:
     and seed): ``n`` seeds, ``mean_share``, ``per_seed`` ({seed: share}) and a ``verdict`` --
     ``carries`` when the share exceeds ``threshold`` at every seed, ``narrows`` when it is below
     ``-threshold`` at every seed (taking the component away widens the gap), else empty. One seed is
-    a screen, not a confirmation: it never gets a verdict."""
+    a screen, not a confirmation: it never gets a verdict; nor does a variant at a seed where the
+    leader is not ahead (``note`` says so). A variant given twice at one seed is an error."""
+    _check_seed_types(moves[seed], seed)
+    twice = moves.duplicated([row, seed])
+    if twice.any():
+        raise ValueError(f"a variant read twice at one seed: {moves.loc[twice, [row, seed]].values.tolist()}; a "
+                         "seed cannot confirm itself")
     out = []
     for name in variants:
-        shares = moves[moves[row] == name].set_index(seed)["gap share"]
-        confirmed = len(shares) > 1
-        verdict = ("carries" if confirmed and (shares > threshold).all() else
-                   "narrows" if confirmed and (shares < -threshold).all() else "")
+        mine = moves[moves[row] == name].set_index(seed)
+        shares = mine["gap share"]
+        lead_everywhere = "gap" not in mine or bool((mine["gap"] > 0).all())
+        confirmed = len(shares) > 1 and lead_everywhere and shares.notna().all()
+        result = ("carries" if confirmed and (shares > threshold).all() else
+                  "narrows" if confirmed and (shares < -threshold).all() else "")
         out.append({row: name, "n": len(shares), "mean_share": float(shares.mean()),
-                    "per_seed": {int(k): float(v) for k, v in shares.items()}, "verdict": verdict})
-    return pd.DataFrame(out, columns=[row, "n", "mean_share", "per_seed", "verdict"])
+                    "per_seed": {int(k): float(v) for k, v in shares.items()}, "verdict": result,
+                    "note": "" if lead_everywhere else "the lead changes sign between seeds: no verdict"})
+    return pd.DataFrame(out, columns=[row, "n", "mean_share", "per_seed", "verdict", "note"])
 

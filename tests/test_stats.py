@@ -153,3 +153,85 @@ def test_confirmed_shares_give_a_verdict_only_when_every_seed_agrees():
     assert out.loc["d", "n"] == 1
     assert confirmed_shares(moves, ["c"], threshold=0.3).verdict.tolist() == ["carries"]
     assert confirmed_shares(moves, ["missing"]).n.tolist() == [0]
+
+
+# --- confidence intervals, Holm, verdicts (issue #29) ---------------------------------------------
+
+from itertools import combinations
+
+from scipy import stats as scipy_stats
+
+from glamd_core.stats import ci_text, claim_verdicts, holm, paired_ci, paired_p, verdict
+
+
+def test_paired_ci_and_p_against_hand_computed_numbers_and_scipy():
+    # d = 1, 2, 3: mean 2, sd 1, se 1/sqrt(3); t(0.975, 2) = 4.302653 -> half-width 2.484138
+    mean, lo, hi = paired_ci([1.0, 2.0, 3.0])
+    assert (mean, lo, hi) == pytest.approx((2.0, 2.0 - 2.484138, 2.0 + 2.484138), abs=1e-6)
+    assert paired_p([1.0, 2.0, 3.0]) == pytest.approx(0.074180, abs=1e-6)  # t = 3.4641, 2 df
+    # Table 1's Faster R-CNN row as the referee read it: +2.31 / +5.70 / -1.84 is +2.06 with a CI over zero
+    mean, lo, hi = paired_ci([2.31, 5.70, -1.84])
+    assert mean == pytest.approx(2.0567, abs=1e-4) and lo < 0 < hi
+    rng = np.random.default_rng(1)
+    for n in (2, 3, 5, 8):
+        d = rng.normal(0.5, 2.0, n)
+        ref = scipy_stats.ttest_1samp(d, 0.0)
+        lo_ref, hi_ref = ref.confidence_interval(0.95)
+        assert paired_ci(d)[1:] == pytest.approx((lo_ref, hi_ref))
+        assert paired_p(d) == pytest.approx(ref.pvalue)
+        assert paired_p(d, against=-1.0) == pytest.approx(scipy_stats.ttest_1samp(d, -1.0).pvalue)
+    assert np.isnan(paired_ci([1.5])[1]) and np.isnan(paired_p([1.5]))
+    assert paired_p([1.0, 1.0, 1.0]) == 0.0 and paired_p([0.0, 0.0]) == 1.0  # no spread: exact
+    assert ci_text(2.0567, -6.34, 10.45, 3) == "+2.06 AP [-6.34, +10.45], n = 3"
+    assert ci_text(1.0, float("nan"), float("nan"), 1) == "+1.00 AP, n = 1"
+
+
+def _holm_brute_force(p, alpha):
+    """Holm's step-down procedure as written: walk the sorted p values, reject while p_(i) <= alpha /
+    (m - i), stop at the first that fails."""
+    order = sorted(range(len(p)), key=lambda i: p[i])
+    rejected = set()
+    for step, i in enumerate(order):
+        if p[i] > alpha / (len(p) - step):
+            break
+        rejected.add(i)
+    return rejected
+
+
+def test_holm_matches_the_step_down_procedure():
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        p = list(rng.uniform(0, 0.1, rng.integers(1, 7)))
+        adjusted = holm(p)
+        for alpha in (0.01, 0.03, 0.05, 0.08):
+            assert {i for i, q in enumerate(adjusted) if q <= alpha} == _holm_brute_force(p, alpha)
+    assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])  # 3 x 0.01; 2 x 0.03; max(0.06, 0.04)
+    assert holm([0.5, float("nan")])[0] == 0.5 and np.isnan(holm([0.5, float("nan")])[1])  # NaN: not a test
+    with pytest.raises(ValueError, match="p values"):
+        holm([1.5])
+
+
+def test_verdicts_held_reversed_inconclusive():
+    assert verdict(+2.0, 0.01, +1) == "held"
+    assert verdict(-2.0, 0.01, +1) == "reversed"
+    assert verdict(+2.0, 0.20, +1) == "inconclusive"
+    assert verdict(-2.0, 0.01, -1) == "held"
+    assert verdict(+2.0, float("nan"), +1) == "inconclusive"  # one seed: no interval, no verdict
+    with pytest.raises(ValueError, match="direction"):
+        verdict(1.0, 0.01, 0)
+    # a family: held, reversed and inconclusive rows, and a tolerance claim ("drops less than 0.5")
+    rows = {"held": [3.0, 3.2, 2.9, 3.1, 3.0], "reversed": [-2.0, -2.2, -1.9, -2.1, -2.0],
+            "inconclusive": [2.31, 5.70, -1.84], "tolerated": [-0.1, 0.05, -0.05, 0.0, -0.02]}
+    frame = pd.DataFrame([{"row": "base", "seed": s, "AP": 10.0} for s in range(5)] +
+                         [{"row": r, "seed": s, "AP": 10.0 + d} for r, ds in rows.items() for s, d in enumerate(ds)])
+    paired = paired_differences(frame, "base")
+    out = claim_verdicts(paired, {"held": 1, "reversed": 1, "inconclusive": 1, "tolerated": 1},
+                         against={"tolerated": -0.5}).set_index("row")
+    assert out.verdict.to_dict() == {"held": "held", "reversed": "reversed", "inconclusive": "inconclusive",
+                                     "tolerated": "held"}
+    assert (out.p_holm >= out.p).all()
+    assert out.loc["inconclusive", "ci_low"] < 0 < out.loc["inconclusive", "ci_high"]
+    # Holm can turn a lone "held" into "inconclusive" once the family grows
+    lone = claim_verdicts(paired_differences(frame[frame.row.isin(["base", "tolerated"])], "base"), 1,
+                          against=-0.5).iloc[0]
+    assert lone.p_holm == pytest.approx(lone.p)
