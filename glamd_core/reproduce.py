@@ -8,8 +8,10 @@ tabulates their AP (``benchmarks/cpu_calibration.py``). Runs are cached in ``run
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -21,7 +23,7 @@ from .costs import COSTS_FILE
 from .experiments import results_dir, write_results
 from .files import atomic_write_text
 from .profiles import Profile, get_profile
-from .runs import DATA_DIR, REPO_ROOT, RUNS_DIR, splits, train_detector
+from .runs import DATA_DIR, REPO_ROOT, RUNS_DIR, splits, train_detector, try_exclusive
 
 
 def reproduce(profile: str = "cpu", names=(), workers: int | None = None, data_root: str | None = None,
@@ -40,15 +42,39 @@ def reproduce(profile: str = "cpu", names=(), workers: int | None = None, data_r
     wall time and the notebook's runs it trained. ``runs_dir`` is the pool's run cache; the notebooks'
     kernels use ``$GLAMD_RUNS_DIR`` (or ``runs/``), so the two must name the same folder."""
     names = _default_names(profile, names)
-    if not pool:
-        return run_notebooks(names, profile, workers, data_root)
-    started = time.perf_counter()
-    trained = train_pool(profile, names, workers, data_root, executor, runs_dir) or []
-    wall = time.perf_counter() - started
-    pooled = [p.stem for p in notebook_paths(names)]
-    # recorded as each notebook finishes, so a notebook that fails later loses no earlier record
-    done = (lambda out: record_pool(out, profile, pooled, trained, wall, runs_dir, data_root)) if trained else None
-    return run_notebooks(names, profile, workers, data_root, done=done)
+    with executing(names, profile):  # a second driver on this checkout stops here, before its pool
+        if not pool:
+            return _run_notebooks(names, profile, workers, data_root)
+        started = time.perf_counter()
+        trained = train_pool(profile, names, workers, data_root, executor, runs_dir) or []
+        wall = time.perf_counter() - started
+        pooled = [p.stem for p in notebook_paths(names)]
+        # recorded as each notebook finishes, so a notebook that fails later loses no earlier record
+        done = (lambda out: record_pool(out, profile, pooled, trained, wall, runs_dir, data_root)) if trained else None
+        return _run_notebooks(names, profile, workers, data_root, done=done)
+
+
+@contextlib.contextmanager
+def executing(names, profile: str):
+    """Hold, for the ``with`` block, one lock per notebook's results folder
+    (``results/.<name>.lock``): two drivers would share the notebook's staging folder and partial
+    copy, and one could move the other's half-written results into place. A notebook another
+    process is executing is an error naming the notebook and that process, raised before anything
+    trains."""
+    with contextlib.ExitStack() as stack:
+        for path in notebook_paths(names):
+            lock = results_dir(path.stem, profile, create=False).with_name(f".{path.stem}.lock")
+            lock.parent.mkdir(parents=True, exist_ok=True)
+            if not stack.enter_context(try_exclusive(lock)):
+                try:
+                    who = lock.read_text().strip()
+                except OSError:
+                    who = ""
+                raise RuntimeError(f"notebook {path.stem} is being executed at profile {profile} by "
+                                   f"{who or 'another process'} (lock {lock}); a second driver would share its "
+                                   "results folder. Wait for it to finish, or stop it")
+            lock.write_text(f"process {os.getpid()} ({' '.join(sys.argv) or 'python'})\n")
+        yield
 
 
 def record_pool(executed: Path, profile: str, pooled: list[str], trained: list[dict], wall_seconds: float,
@@ -213,7 +239,13 @@ def run_notebooks(names=(), profile: str = "cpu", workers: int | None = None,
     """Execute each notebook with ``-p profile <profile>`` (and ``-p workers <workers>`` when
     given: how many runs each trains at once); the executed copy is saved beside its results as
     ``results/<name>/<name>.ipynb`` (``results/_<profile>/...`` for scratch profiles). ``done`` is
-    called with each executed copy as soon as its notebook has finished."""
+    called with each executed copy as soon as its notebook has finished. Holds each notebook's
+    results lock (:func:`executing`) throughout."""
+    with executing(names, profile):
+        return _run_notebooks(names, profile, workers, data_root, done)
+
+
+def _run_notebooks(names, profile: str, workers: int | None, data_root: str | None, done=None) -> list[Path]:
     import papermill
 
     parameters = ({"profile": profile} | ({} if workers is None else {"workers": int(workers)})

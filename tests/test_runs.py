@@ -120,7 +120,7 @@ def test_reproduce_cli_runs_every_notebook_with_the_profile_parameter(monkeypatc
         cli(["reproduce", "--profile", "smoke", "nope"])
     # real data: the data root reaches the pool and the notebooks; calibration (nothing to choose on) is skipped unless named
     asked = []
-    monkeypatch.setattr(R, "run_notebooks", lambda names, profile, workers, data_root, **kw: asked.append((names, data_root)) or [])
+    monkeypatch.setattr(R, "_run_notebooks", lambda names, profile, workers, data_root, **kw: asked.append((names, data_root)) or [])
     cli(["reproduce", "--profile", "paper_voc", "--data-root", "/data/VOCdevkit"])
     names, data_root = asked[-1]
     assert data_root == "/data/VOCdevkit" and [p.name for p in names] == [p.name for p in notebooks[1:]]
