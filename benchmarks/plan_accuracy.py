@@ -27,13 +27,20 @@ from pathlib import Path
 import pandas as pd
 
 from glamd_core import plans
-from glamd_core.costs import CostModel, cost_table, local_threads, measured_costs, simulate_wall
-from glamd_core.experiments import run_dir
-from glamd_core.runs import RESULTS_DIR, RUNS_DIR
+from glamd_core.costs import CostModel, cost_table, measured_costs, simulate_wall
+from glamd_core.experiments import results_dir, run_dir
+from glamd_core.profiles import PROFILES
+from glamd_core.runs import RUNS_DIR
 
 
 def _times(folder: Path) -> tuple[float, float]:
-    result = json.loads((folder / "eval.json").read_text())
+    try:
+        result = json.loads((folder / "eval.json").read_text())
+    except ValueError:
+        result = None
+    if not isinstance(result, dict):
+        raise SystemExit(f"{folder / 'eval.json'} is torn or not a JSON object; clear the run "
+                         f"(python -m glamd_core runs clear --pattern '{folder.name}') and train it again")
     start = (folder / "config.json").stat().st_mtime - result.get("setup_seconds", 0.0)
     return start, (folder / "eval.json").stat().st_mtime
 
@@ -55,8 +62,13 @@ def main(argv=None) -> pd.DataFrame:
     p.add_argument("--runs-dir", type=Path, default=RUNS_DIR)
     p.add_argument("--profile", default="cpu")
     p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--out", type=Path, default=RESULTS_DIR / "benchmarks" / "plan_accuracy.csv")
+    p.add_argument("--out", type=Path, default=None,
+                   help="default: results/benchmarks/plan_accuracy.csv; a scratch profile's (smoke) under "
+                        "results/_<profile>/benchmarks/, never over the committed cpu rows")
     a = p.parse_args(argv)
+    if a.profile not in PROFILES:
+        p.error(f"--profile {a.profile!r}: choose one of {sorted(PROFILES)}")
+    a.out = a.out or results_dir("benchmarks", a.profile, create=False) / "plan_accuracy.csv"
     earlier = {run_dir(e, a.runs_dir) for e in plans.notebook_experiments("00_calibration", a.profile)[0]}
     measured_all = measured_costs(a.runs_dir)
     finished_at = {name: _times(a.runs_dir / name)[1] for name in measured_all.run}
@@ -69,13 +81,16 @@ def main(argv=None) -> pd.DataFrame:
             if where not in earlier:
                 new.setdefault(where, e)
         earlier |= set(new)
+        if not new:
+            print(f"{name}: every run it needs is an earlier notebook's; nothing of its own to measure")
+            continue
         missing = [w.name for w in new if not (w / "eval.json").is_file()]
         if missing:
             raise SystemExit(f"{name}: {len(missing)} of its runs are not finished in {a.runs_dir} (e.g. {missing[0]})")
         spans = [_times(w) for w in new]
         start = min(s for s, _ in spans)
         before = measured_all[[finished_at[r] < start for r in measured_all.run]]
-        model = CostModel(cost_table(before), threads=local_threads(a.workers))
+        model = CostModel(cost_table(before))
         minutes = [model.estimate(e)[0] for e in new.values()]
         estimate = simulate_wall(list(new.values()), minutes, a.workers, a.runs_dir)
         measured = busy_seconds(spans) / 60
@@ -84,6 +99,8 @@ def main(argv=None) -> pd.DataFrame:
                          (max(e for _, e in spans) - start) / 60, 1), "estimate / measured": round(estimate / measured, 3),
                      "runs behind the estimate": len(before), "unknown costs": int(sum(map(math.isnan, minutes)))})
     frame = pd.DataFrame(rows)
+    if frame.empty:
+        raise SystemExit(f"nothing measured; {a.out} left as it was")
     a.out.parent.mkdir(parents=True, exist_ok=True)
     frame.to_csv(a.out, index=False)
     print(frame.to_string(index=False))

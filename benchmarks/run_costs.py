@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from glamd_core.costs import COST_COLUMNS, COSTS_FILE, cost_table, measured_costs, results_costs
+from glamd_core.costs import COST_COLUMNS, COSTS_FILE, cost_table, measured_costs, read_costs, results_costs
 from glamd_core.runs import RUNS_DIR
 
 
@@ -30,8 +30,7 @@ def main(argv=None) -> pd.DataFrame:
     fresh = cost_table(measured_costs(a.runs_dir), source=f"run cache, {pd.Timestamp.now():%Y-%m-%d}")
     older = []
     if a.out.is_file():
-        committed = pd.read_csv(a.out).reindex(columns=COST_COLUMNS)
-        older.append(committed.assign(source=committed.source.astype(object).where(committed.source.notna(), "")))
+        older.append(read_costs(a.out))  # checked: a torn or negative table is named, not merged
     older.append(cost_table(results_costs(), source="results tables: training minutes only"))
     for old in older:  # a (profile, kind, role) measured here replaces older rows of it
         kept = old.merge(fresh[["profile", "kind", "role"]].drop_duplicates(), how="left", indicator=True)

@@ -31,6 +31,8 @@ def main(argv: list[str] | None = None) -> None:
     rep.add_argument("--executor", choices=["local", "dask", "submitit"], default="local",
                      help="where the pool of missing runs trains: local worker processes (default), a dask cluster "
                      "(--scheduler ADDRESS, else a local one with --workers processes), or SLURM via submitit")
+    rep.add_argument("--force", action="store_true",
+                     help="allow --workers above the core count for the local pool")
     rep.add_argument("--scheduler", default=None, help="dask: the scheduler's address, e.g. tcp://host:8786")
     rep.add_argument("--slurm", action="append", default=[], metavar="KEY=VALUE",
                      help="submitit: a parameter for executor.update_parameters, e.g. --slurm timeout_min=240 "
@@ -70,10 +72,14 @@ def main(argv: list[str] | None = None) -> None:
     if a.command == "reproduce":
         from .reproduce import format_plan, plan, reproduce
 
+        cores = os.cpu_count() or 1
+        if a.executor == "local" and a.workers is not None and a.workers > cores and not a.force:
+            p.error(f"--workers {a.workers} is more than this machine's {cores} cores: local runs would only "
+                    f"share them (each run trains on one thread). Use --workers {cores} or fewer, or --force")
         if a.plan:
             try:
                 print(format_plan(plan(a.profile, a.names, a.workers, data_root=a.data_root)))
-            except FileNotFoundError as error:  # e.g. the paper profiles' ImageNet weights, which run keys name
+            except (FileNotFoundError, ValueError) as error:  # the paper profiles' ImageNet weights; a bad costs table
                 p.error(str(error))
             return
         try:
@@ -138,12 +144,19 @@ def _executor(a):
             raise ValueError("--scheduler and --slurm go with --executor dask / submitit")
         return None, lambda: None
     if a.executor == "dask":
+        if a.slurm:
+            raise ValueError("--slurm sets SLURM parameters for --executor submitit; with dask, start the workers "
+                             "on SLURM yourself (e.g. dask-jobqueue) and pass --scheduler ADDRESS")
         try:
             from distributed import Client, LocalCluster
         except ImportError:
             raise ValueError("--executor dask needs dask.distributed: pip install -e '.[cluster]'") from None
         if a.scheduler:
-            client = Client(a.scheduler)
+            try:
+                client = Client(a.scheduler, timeout=10)
+            except (OSError, TimeoutError) as error:
+                raise ValueError(f"--scheduler {a.scheduler}: no dask scheduler answers there ({error}); start one "
+                                 "(dask scheduler) or leave --scheduler out for a local cluster") from None
             return client.get_executor(), client.close
         cluster = LocalCluster(n_workers=a.workers or 2, threads_per_worker=1, processes=True, dashboard_address=None)
         client = Client(cluster)
@@ -153,6 +166,8 @@ def _executor(a):
             cluster.close()
 
         return client.get_executor(), close
+    if a.scheduler:
+        raise ValueError("--scheduler is a dask scheduler's address; it goes with --executor dask")
     try:
         import submitit
     except ImportError:

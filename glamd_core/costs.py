@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import warnings
 from pathlib import Path
 
 import pandas as pd
@@ -52,6 +53,10 @@ def measured_costs(runs_dir: Path = RUNS_DIR) -> pd.DataFrame:
         try:
             result, config = json.loads((d / "eval.json").read_text()), json.loads((d / "config.json").read_text())
         except (OSError, json.JSONDecodeError):
+            result = config = None
+        if not isinstance(result, dict) or not isinstance(config, dict):
+            warnings.warn(f"{d}: eval.json or config.json is torn or not a JSON object; this run's cost is left "
+                          f"out (clear it: python -m glamd_core runs clear --pattern '{d.name}')", stacklevel=2)
             continue
         if config.get("what") == "imported":
             continue  # nothing was trained
@@ -89,10 +94,43 @@ def results_costs(results_dir: Path = RESULTS_DIR) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["profile", "kind", "role", "threads", "minutes", "run"]).drop_duplicates("run")
 
 
+def _check_minutes(minutes: pd.Series, where: str) -> None:
+    bad = ~(pd.to_numeric(minutes, errors="coerce").astype(float).pipe(lambda m: m.notna() & (m >= 0) & (m < float("inf"))))
+    if bad.any():
+        raise ValueError(f"{where}: minutes must be finite and >= 0; got {minutes[bad].tolist()} (rows "
+                         f"{list(minutes.index[bad])})")
+
+
+def read_costs(path: Path) -> pd.DataFrame:
+    """A committed costs table, checked: a readable csv with :data:`COST_COLUMNS` and finite, non-negative
+    minutes. Anything else is an error naming the file and what is wrong."""
+    path = Path(path)
+    try:
+        table = pd.read_csv(path)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path}: not a costs table ({error}); rewrite it with `python benchmarks/run_costs.py` "
+                         "or delete it") from None
+    missing = [c for c in COST_COLUMNS if c not in table.columns and c != "source"]
+    if missing:
+        raise ValueError(f"{path}: a costs table needs columns {COST_COLUMNS}; missing {missing} (it has "
+                         f"{list(table.columns)})")
+    _check_minutes(table["minutes"], str(path))
+    if "source" not in table:
+        table["source"] = ""
+    table["source"] = table.source.astype(object).where(table.source.notna(), "")
+    return table[COST_COLUMNS]
+
+
 def cost_table(measured: pd.DataFrame, source: str = "run cache") -> pd.DataFrame:
-    """Median minutes and count per (profile, kind, role, threads)."""
+    """Median minutes and count per (profile, kind, role, threads); negative or non-finite minutes
+    are an error naming the runs."""
     if measured.empty:
         return pd.DataFrame(columns=COST_COLUMNS)
+    bad = ~measured.minutes.map(lambda m: isinstance(m, (int, float)) and math.isfinite(m) and m >= 0)
+    if bad.any():
+        names = measured.run[bad].tolist() if "run" in measured else list(measured.index[bad])
+        raise ValueError(f"negative or non-finite minutes for {names}: {measured.minutes[bad].tolist()}; "
+                         "their eval.json times are wrong -- retrain or clear those runs")
     g = measured.groupby(["profile", "kind", "role", "threads"]).minutes
     return g.agg(minutes="median", n="count").reset_index().assign(source=source)[COST_COLUMNS]
 
@@ -100,25 +138,24 @@ def cost_table(measured: pd.DataFrame, source: str = "run cache") -> pd.DataFram
 class CostModel:
     """Estimated minutes of any experiment from a :func:`cost_table` (earlier rows win)."""
 
-    def __init__(self, table: pd.DataFrame, threads: int = 1):
-        self.table, self.threads = table, threads
+    def __init__(self, table: pd.DataFrame):
+        self.table = table
 
     @classmethod
-    def from_cache(cls, runs_dir: Path = RUNS_DIR, costs_file: Path = COSTS_FILE, threads: int = 1) -> "CostModel":
-        """The run cache's finished runs first, then the committed table."""
-        committed = pd.read_csv(costs_file) if Path(costs_file).is_file() else pd.DataFrame(columns=COST_COLUMNS)
-        if "source" not in committed:
-            committed["source"] = ""
+    def from_cache(cls, runs_dir: Path = RUNS_DIR, costs_file: Path = COSTS_FILE) -> "CostModel":
+        """The run cache's finished runs first, then the committed table (checked: :func:`read_costs`)."""
+        committed = read_costs(costs_file) if Path(costs_file).is_file() else pd.DataFrame(columns=COST_COLUMNS)
         committed["source"] = [f"{Path(costs_file).name} ({s})" if isinstance(s, str) and s else Path(costs_file).name
                                for s in committed.source]
-        return cls(pd.concat([cost_table(measured_costs(runs_dir)), committed]), threads)
+        return cls(pd.concat([cost_table(measured_costs(runs_dir)), committed]))
 
     def estimate(self, exp: Experiment) -> tuple[float, str]:
-        """``(minutes, source)``: the run cache's median for the run's profile, kind, role at this
-        thread count (else at any thread count), else the committed table's; NaN if nothing is known."""
+        """``(minutes, source)``: the run cache's median for the run's profile, kind, role at the
+        run's own thread count (else at any thread count), else the committed table's; NaN if nothing
+        is known."""
         t = self.table
         same = t[(t.profile == exp.profile) & (t.kind == exp.kind) & (t.role == role_of(exp))]
-        for rows in (same[same.threads == self.threads], same):
+        for rows in (same[same.threads == exp.threads], same):
             if len(rows):
                 best = rows.iloc[0]  # earlier rows first: the run cache's before the committed table's
                 return float(best.minutes), f"{best.source}, median of {int(best.n)} at {int(best.threads)} thread(s)"

@@ -116,7 +116,7 @@ def plan(profile: str = "cpu", names=(), workers: int | None = None, runs_dir: P
     their training minutes, the simulated wall time on ``workers`` processes, and notes on what the
     lists cannot know in advance."""
     from . import plans
-    from .costs import CostModel, local_threads, pool_order, simulate_wall
+    from .costs import CostModel, pool_order, simulate_wall
     from .experiments import default_workers, run_dir
 
     rows, notes, seen = [], {}, {}
@@ -129,7 +129,7 @@ def plan(profile: str = "cpu", names=(), workers: int | None = None, runs_dir: P
             notes[path.stem] = note
     everything = [e for exps in experiments_by_nb.values() for e in exps]
     workers = default_workers(everything) if workers is None else int(workers)
-    model = CostModel.from_cache(runs_dir, costs_file, threads=local_threads(workers))
+    model = CostModel.from_cache(runs_dir, costs_file)
     pool, pool_minutes = [], []
     for nb, experiments in experiments_by_nb.items():
         runs = {}
@@ -154,7 +154,8 @@ def plan(profile: str = "cpu", names=(), workers: int | None = None, runs_dir: P
     frame = pd.DataFrame(rows, columns=["notebook", "kind", "method", "seed", "setting", "status", "minutes",
                                         "estimate", "run"])
     order = pool_order(pool, pool_minutes)
-    frame.attrs.update(profile=profile, workers=workers, threads=local_threads(workers), notes=notes,
+    frame.attrs.update(profile=profile, workers=workers, notes=notes,
+                       threads="/".join(map(str, sorted({e.threads for e in everything}) or [1])),
                        to_train=len(pool), train_minutes=float(np.nansum(pool_minutes)),
                        unknown=int(np.isnan(pool_minutes).sum()) if pool_minutes else 0,
                        wall_minutes=simulate_wall(pool, pool_minutes, workers, runs_dir) if pool else 0.0,

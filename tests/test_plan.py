@@ -94,7 +94,7 @@ def test_run_minutes_and_estimates_come_from_measurements(tmp_path):
     runs_dir = tmp_path / "runs"
     result = run(Experiment("retinanet", "none", "smoke"), runs_dir=runs_dir)
     assert {"setup_seconds", "eval_seconds"} <= set(result)
-    model = costs.CostModel.from_cache(runs_dir, tmp_path / "none.csv", threads=result["threads"])
+    model = costs.CostModel.from_cache(runs_dir, tmp_path / "none.csv")
     minutes, source = model.estimate(Experiment("retinanet", "none", "smoke", seed=5))
     assert minutes == pytest.approx(costs.run_minutes(result)) and "run cache" in source
     assert math.isnan(model.estimate(Experiment("faster_rcnn", "none", "smoke"))[0])
