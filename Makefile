@@ -3,6 +3,7 @@
 #   make test        unit tests + every notebook via nbval at the smoke profile, then the paper check
 #   make paper-check the paper_voc / paper_coco settings end to end on CPU (torchrun, 2 processes; ~3 min)
 #   make consistency one AP per run name and one teacher per kind across results/ (also a test)
+#   make lab         JupyterLab on notebooks/, kernel = this environment (PROFILE=smoke for a quick look)
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -13,7 +14,7 @@ $(VENV)/.installed: pyproject.toml
 	$(VENV)/bin/pip install --quiet -e '.[notebooks,test]'
 	touch $@
 
-.PHONY: install reproduce test paper-check bench consistency
+.PHONY: install reproduce test paper-check bench consistency lab
 install: $(VENV)/.installed
 
 reproduce: $(VENV)/.installed
@@ -31,3 +32,8 @@ bench: $(VENV)/.installed
 
 consistency: $(VENV)/.installed
 	$(PY) -m glamd_core.consistency
+
+# root (as on CI machines and containers) must say so to Jupyter
+LAB_FLAGS ?= $(if $(filter 0,$(shell id -u)),--allow-root,)
+lab: $(VENV)/.installed
+	GLAMD_PROFILE=$(PROFILE) $(PY) -m jupyter lab --notebook-dir=notebooks $(LAB_FLAGS)
