@@ -115,6 +115,15 @@ def claim_verdicts(paired: pd.DataFrame, direction, against=0.0, alpha: float = 
     return out.reset_index(drop=True)
 
 
+def verdict_text(claim: pd.Series, unit: str = "AP") -> str:
+    """One row of :func:`claim_verdicts` as a reader needs it: ``+2.06 AP [-6.34, +10.45], n = 3 ->
+    **inconclusive** (Holm p 0.52)``; a tolerance claim names its edge."""
+    edge = "" if not claim["against"] else f" against {claim['against']:+.2f} {unit}"
+    holm_p = (f" (n = {int(claim['n'])}: no interval, a screen)" if math.isnan(claim["p_holm"])
+              else f" (Holm p {claim['p_holm']:.3f}{edge})")
+    return f"{ci_text(claim['mean'], claim['ci_low'], claim['ci_high'], claim['n'], unit)} -> **{claim['verdict']}**{holm_p}"
+
+
 def ci_text(mean: float, low: float, high: float, n: int, unit: str = "AP") -> str:
     """``+2.06 AP [−1.7, +5.8], n = 3``: a paired effect with its 95 % CI (no interval below n = 2)."""
     interval = "" if math.isnan(low) else f" [{low:+.2f}, {high:+.2f}]"
