@@ -93,6 +93,12 @@ def _positive_number(name, value):
     return float(value)
 
 
+def _share(name, value):
+    if isinstance(value, bool) or not isinstance(value, Real) or not 0 < value <= 1:
+        raise _bad(name, value, "a share in (0, 1], e.g. 0.1 for 10 %")
+    return float(value)
+
+
 def _path(name, value):
     if not isinstance(value, (str, os.PathLike)) or not str(value).strip():
         raise _bad(name, value, "None or a folder path")
@@ -134,6 +140,7 @@ RULES = {
     "patch_size": _optional(lambda n, v: _int(n, v, 1)),
     "temperature": _optional(_positive_number),
     "grid": _optional(_grid),
+    "tolerance_share": lambda n, v: _share(n, v),
 }
 
 

@@ -34,6 +34,7 @@ NOTEBOOKS = sorted((Path(__file__).resolve().parents[2] / "notebooks").glob("*.i
     ({"patch_size": True}, "patch_size = True"),
     ({"grid": [("fancy", 1.0)]}, "grid[0] = ('fancy', 1.0)"),
     ({"data_root": "/no/such/folder"}, "an existing folder"),
+    ({"tolerance_share": 10}, "tolerance_share = 10"),
 ])
 def test_a_bad_parameter_is_named_with_its_value(given, named):
     with pytest.raises(ParameterError, match=None) as error:
