@@ -139,6 +139,28 @@ def error_bands_of_runs(experiments: list[Experiment], results: list[dict], runs
     return pd.DataFrame(rows), frames
 
 
+def error_losses(bands: pd.DataFrame, order=None) -> pd.DataFrame:
+    """The AP lost to each error type, from cocoapi's cumulative bands: band k's PR area already
+    forgives every error type of the bands before it, so the AP one type costs is the difference of
+    adjacent bands (``Loc - C50``: poor localisation; ``C50 - C75``: loose localisation; ...). A gain
+    at C50 carries into every later band, so only these differences say which errors a model makes
+    fewer of. ``bands``: long rows (any id columns, ``band``, ``AP``); returns the same id columns
+    with ``error`` (``"<band> - <previous band>"``) and ``AP lost``."""
+    from .evaluation import BANDS
+
+    order = list(order or BANDS)
+    unknown = set(bands.band) - set(order)
+    if unknown:
+        raise ValueError(f"unknown bands {sorted(unknown)}; cocoapi's are {order}")
+    ids = [c for c in bands.columns if c not in ("band", "AP")]
+    wide = bands.pivot_table(index=ids, columns="band", values="AP", aggfunc="first")
+    missing = [b for b in order if b not in wide.columns]
+    if missing:
+        raise ValueError(f"bands {missing} are missing; the losses need every band of {order}")
+    lost = pd.DataFrame({f"{b} - {a}": wide[b] - wide[a] for a, b in zip(order, order[1:])}, index=wide.index)
+    return lost.stack().rename("AP lost").rename_axis([*ids, "error"]).reset_index()
+
+
 def mean_bands(frames: list[pd.DataFrame]) -> pd.DataFrame:
     """Band frames averaged over runs (seeds): AP and PR curves."""
     out = frames[0].copy()

@@ -107,3 +107,22 @@ def test_bad_input_is_refused():
         error_analysis(dict(_gt(), annotations=[]), [])
     with pytest.raises(ValueError):
         error_analysis(_gt(), [{"image_id": 99, "category_id": 1, "bbox": [0, 0, 1, 1], "score": 1.0}])
+
+
+def test_error_losses_are_differences_of_adjacent_cumulative_bands():
+    import pandas as pd
+
+    from glamd_core.analysis import error_losses
+
+    # two models that differ at C50 (+5), which carries into every later band: read as differences, the
+    # second loses 5 more to loose localisation (C50 - C75), 5 less to missed objects (FN - BG), the same elsewhere
+    aps = {"student": [40, 50, 55, 56, 58, 70, 100], "GLAMD": [40, 55, 60, 61, 63, 75, 100]}
+    bands = pd.DataFrame([{"model": m, "seed": 0, "band": b, "AP": float(ap)}
+                          for m, v in aps.items() for b, ap in zip(("C75", "C50", "Loc", "Sim", "Oth", "BG", "FN"), v)])
+    lost = error_losses(bands).pivot(index="error", columns="model", values="AP lost")
+    assert list(lost.index) == sorted(["C50 - C75", "Loc - C50", "Sim - Loc", "Oth - Sim", "BG - Oth", "FN - BG"])
+    change = (lost["GLAMD"] - lost["student"]).to_dict()
+    assert change == {"C50 - C75": 5.0, "Loc - C50": 0.0, "Sim - Loc": 0.0, "Oth - Sim": 0.0, "BG - Oth": 0.0,
+                      "FN - BG": -5.0}
+    with pytest.raises(ValueError, match="missing"):
+        error_losses(bands[bands.band != "Sim"])
