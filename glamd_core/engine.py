@@ -207,8 +207,14 @@ def train(model: nn.Module, dataset: Dataset, cfg: TrainConfig, out_dir: str | P
           on_epoch_end: Callable[[int, nn.Module], dict] | None = None) -> dict:
     """Train ``model`` on ``dataset``; return the last epoch's summary (mean losses, time).
 
-    ``on_epoch_end(epoch, model)`` may return extra metrics (e.g. validation AP) to log.
+    ``on_epoch_end(epoch, model)`` may return extra metrics (e.g. validation AP) to log. A CPU run
+    trains with ``cfg.threads`` torch threads (1, canonical), the caller's count restored after.
     """
+    with cpu_threads(cfg):
+        return _train(model, dataset, cfg, out_dir, resume, loss_weights, on_epoch_end)
+
+
+def _train(model, dataset, cfg: TrainConfig, out_dir, resume, loss_weights, on_epoch_end) -> dict:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rank, world = init_distributed(cfg.device)
