@@ -53,6 +53,9 @@ class Experiment:
     # torch threads of a CPU run (its teacher's too). 1 is canonical and unkeyed; any other count is
     # part of the run key, since CPU float sums -- and so the weights -- depend on it.
     threads: int = 1
+    # A warm start: the student starts from this experiment's finished run (e.g. its own student-alone
+    # run at the same seed) instead of its backbone's initialisation; keyed by that run's name.
+    init_from: "Experiment | None" = None
 
     def __post_init__(self):  # fail before any training starts, naming the choices
         if self.kind not in KINDS:
@@ -68,6 +71,11 @@ class Experiment:
             raise ValueError(f"epochs must be a positive integer or None, got {self.epochs!r}")
         if isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 1:
             raise ValueError(f"threads must be a positive integer (1 is canonical), got {self.threads!r}")
+        if self.init_from is not None:
+            if not isinstance(self.init_from, Experiment):
+                raise ValueError(f"init_from must be an Experiment (the run to start from), got {self.init_from!r}")
+            if self.method == "teacher":
+                raise ValueError("init_from warm-starts a student; a teacher run starts from its backbone")
         get_profile(self.profile)
 
     def resolved_profile(self) -> Profile:
@@ -99,13 +107,17 @@ def run(exp: Experiment, runs_dir: Path = RUNS_DIR, data_dir: Path = DATA_DIR, d
     if progress is not None:
         profile = profile.with_train(progress=progress)
     kw = dict(runs_dir=runs_dir, data_root=data_root, data_dir=data_dir)
+    init = None
+    if exp.init_from is not None:  # like a teacher: trained first (or waited for) when missing
+        init = run_dir(exp.init_from, runs_dir, data_dir, data_root)
+        run(exp.init_from, runs_dir, data_dir, data_root, progress)
     if exp.method == "teacher" and exp.teacher_checkpoint is not None:
         result = import_detector(exp.kind, exp.teacher_backbone, profile, exp.teacher_checkpoint, **kw)
     elif _is_plain(exp):
-        result = train_detector(exp.kind, _plain_backbone(exp), profile, exp.seed, **kw)
+        result = train_detector(exp.kind, _plain_backbone(exp), profile, exp.seed, init_run=init, **kw)
     else:
         result = train_distilled(exp.kind, exp.teacher_backbone, exp.student_backbone, profile, exp.distill_config(),
-                                 exp.seed, teacher_checkpoint=exp.teacher_checkpoint, **kw)
+                                 exp.seed, teacher_checkpoint=exp.teacher_checkpoint, init_run=init, **kw)
     return result | {"method": exp.method, "kind": exp.kind, "seed": exp.seed, "profile": exp.profile}
 
 
@@ -125,11 +137,13 @@ def run_dir(exp: Experiment, runs_dir: Path = RUNS_DIR, data_dir: Path = DATA_DI
     if exp.method == "teacher" and exp.teacher_checkpoint is not None:
         return imported_run_dir(exp.kind, exp.teacher_backbone, profile, exp.teacher_checkpoint, runs_dir, data_root,
                                 data_dir)
+    init = None if exp.init_from is None else run_dir(exp.init_from, runs_dir, data_dir, data_root)
     if _is_plain(exp):
-        return run_dir_of(exp.kind, _plain_backbone(exp), profile, exp.seed, runs_dir, data_root, data_dir)
+        return run_dir_of(exp.kind, _plain_backbone(exp), profile, exp.seed, runs_dir, data_root, data_dir,
+                          init_run=init)
     return run_dir_of(exp.kind, exp.student_backbone, profile, exp.seed, runs_dir, data_root, data_dir,
                       distill=exp.distill_config(), teacher_backbone=exp.teacher_backbone,
-                      teacher_checkpoint=exp.teacher_checkpoint)
+                      teacher_checkpoint=exp.teacher_checkpoint, init_run=init)
 
 
 def is_finished(exp: Experiment, runs_dir: Path = RUNS_DIR, data_dir: Path = DATA_DIR, data_root=None) -> bool:
@@ -155,6 +169,8 @@ def default_workers(experiments: list[Experiment]) -> int:
 
 def _stage(exp: Experiment) -> int:
     """Teachers first, then students alone, then distilled students, which need the teachers."""
+    if exp.init_from is not None:  # a warm start after the run it starts from
+        return _stage(exp.init_from) + 1
     return {"teacher": 0, "none": 1}.get(exp.method, 2)
 
 

@@ -113,19 +113,26 @@ def keyed_settings(profile: Profile, seed: int, root: Path, backbone: str) -> di
     return keyed
 
 
-def detector_run(kind: str, backbone: str, profile: Profile, seed: int, root: Path) -> tuple[str, dict]:
-    """A plain detector run's name and keyed config."""
-    config = {"what": "detector", "kind": kind, "backbone": backbone} | keyed_settings(profile, seed, root, backbone)
+def _init(init_run: str | None) -> dict:
+    """A warm start is keyed by the run it starts from (absent otherwise: earlier keys unchanged)."""
+    return {} if init_run is None else {"init_run": init_run}
+
+
+def detector_run(kind: str, backbone: str, profile: Profile, seed: int, root: Path,
+                 init_run: str | None = None) -> tuple[str, dict]:
+    """A plain detector run's name and keyed config (``init_run``: the run whose weights it starts from)."""
+    config = ({"what": "detector", "kind": kind, "backbone": backbone} | keyed_settings(profile, seed, root, backbone)
+              | _init(init_run))
     return f"{kind}-{backbone}-s{seed}", config
 
 
 def distilled_run(kind: str, student_backbone: str, profile: Profile, distill: DistillConfig, seed: int,
-                  root: Path, teacher_run_dir: str) -> tuple[str, dict]:
+                  root: Path, teacher_run_dir: str, init_run: str | None = None) -> tuple[str, dict]:
     """A distilled student's name and keyed config: its teacher by run name (itself a key), the
     distillation settings as they resolve (``DistillConfig()`` and the same values spelled out are one run)."""
     resolved = distill.resolved(two_stage=kind in TWO_STAGE_KINDS)
     keyed = {k: v for k, v in asdict(resolved).items()
              if k not in NOT_KEYED and not (k in KEYED_WHEN_CHANGED and v == KEYED_WHEN_CHANGED[k])}
     config = {"what": "distilled", "kind": kind, "backbone": student_backbone, "teacher_run": teacher_run_dir,
-              "distill": keyed} | keyed_settings(profile, seed, root, student_backbone)
+              "distill": keyed} | keyed_settings(profile, seed, root, student_backbone) | _init(init_run)
     return f"{kind}-{student_backbone}-{distill.method}-s{seed}", config

@@ -257,15 +257,43 @@ def _train_and_evaluate(run_dir: Path, config: dict, build, profile: Profile, cf
     return result
 
 
+def finished_run(run: str | Path, runs_dir: Path = RUNS_DIR) -> Path:
+    """A finished run of the cache, by folder or name: a warm start's source. Missing or unfinished
+    is an error naming it, raised before anything trains."""
+    run = Path(run) if Path(run).is_absolute() else Path(runs_dir) / run
+    if not (run / "eval.json").is_file() or not (run / CHECKPOINT).is_file():
+        raise FileNotFoundError(f"warm start: {run.name} is not a finished run in {run.parent} (train it first: "
+                                "the run a student starts from must be in the cache)")
+    return run
+
+
+def warm_start(model: torch.nn.Module, run: Path) -> None:
+    """Load a finished run's trained detector into ``model`` (a distilled run's student weights, without
+    its adapters); weights that do not fit -- another backbone or kind -- are an error naming the run."""
+    state = torch.load(Path(run) / CHECKPOINT, map_location="cpu", weights_only=False)["model"]
+    if any(k.startswith("student.") for k in state):  # a Distiller's trainable: keep the student's weights
+        state = {k.removeprefix("student."): v for k, v in state.items() if k.startswith("student.")}
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as error:
+        first = str(error).strip().splitlines()[0]
+        raise ValueError(f"warm start from {Path(run).name}: its weights do not fit this detector ({first} ...); "
+                         "start a student from a run of the same kind and backbone") from None
+
+
 def train_detector(kind: str, backbone: str, profile: Profile, seed: int = 0, runs_dir: Path = RUNS_DIR,
-                   data_root: str | Path | None = None, data_dir: Path = DATA_DIR) -> dict:
-    """Train (or reuse) one plain detector and evaluate it; returns ``eval.json``'s content."""
+                   data_root: str | Path | None = None, data_dir: Path = DATA_DIR, init_run: str | Path | None = None) -> dict:
+    """Train (or reuse) one plain detector and evaluate it; returns ``eval.json``'s content.
+    ``init_run``: a finished run whose weights it starts from (a warm start, keyed)."""
     profile = profile.for_kind(kind)  # by_kind settings, also when called without an Experiment
+    init = None if init_run is None else finished_run(init_run, runs_dir)
     root = dataset_root(profile, data_root, data_dir)
-    name, config = detector_run(kind, backbone, profile, seed, root)
+    name, config = detector_run(kind, backbone, profile, seed, root, None if init is None else init.name)
 
     def build(num_classes):
         model = build_detector(kind, backbone, num_classes, **profile.detector, **_backbone_options(profile, backbone))
+        if init is not None:
+            warm_start(model, init)
         return model, model
 
     return _run(name, config, build, profile, profile.with_train(seed=seed).train, root, runs_dir)
@@ -303,39 +331,43 @@ def _teacher_seed(profile: Profile, teacher_seed: int | None) -> int:
 def run_dir_of(kind: str, backbone: str, profile: Profile, seed: int = 0, runs_dir: Path = RUNS_DIR,
                data_root: str | Path | None = None, data_dir: Path = DATA_DIR, distill: DistillConfig | None = None,
                teacher_backbone: str | None = None, teacher_seed: int | None = None,
-               teacher_checkpoint: str | Path | None = None) -> Path:
+               teacher_checkpoint: str | Path | None = None, init_run: str | Path | None = None) -> Path:
     """Where :func:`train_detector` (``distill`` None) or :func:`train_distilled` keeps this run,
     computed without training or generating anything: ``(run_dir / "eval.json").exists()`` tells
     whether it is finished."""
     profile = profile.for_kind(kind)  # by_kind settings, also when called without an Experiment
     root = dataset_root(profile, data_root, data_dir, generate=False)
+    init = None if init_run is None else Path(init_run).name
     if distill is None:
-        name, config = detector_run(kind, backbone, profile, seed, root)
+        name, config = detector_run(kind, backbone, profile, seed, root, init)
     elif teacher_checkpoint is not None:
         teacher = imported_run_dir(kind, teacher_backbone, profile, teacher_checkpoint, runs_dir, data_root, data_dir)
-        name, config = distilled_run(kind, backbone, profile, distill, seed, root, teacher.name)
+        name, config = distilled_run(kind, backbone, profile, distill, seed, root, teacher.name, init)
     else:
         teacher = run_dir_of(kind, teacher_backbone, profile.for_teacher(), _teacher_seed(profile, teacher_seed),
                              runs_dir, data_root, data_dir)
-        name, config = distilled_run(kind, backbone, profile, distill, seed, root, teacher.name)
+        name, config = distilled_run(kind, backbone, profile, distill, seed, root, teacher.name, init)
     return Path(runs_dir) / f"{name}-{config_key(config)}"
 
 
 def train_distilled(kind: str, teacher_backbone: str, student_backbone: str, profile: Profile,
                     distill: DistillConfig, seed: int = 0, runs_dir: Path = RUNS_DIR,
                     data_root: str | Path | None = None, data_dir: Path = DATA_DIR, teacher_seed: int | None = None,
-                    teacher_checkpoint: str | Path | None = None) -> dict:
+                    teacher_checkpoint: str | Path | None = None, init_run: str | Path | None = None) -> dict:
     """Train (or reuse) the teacher -- or import it from ``teacher_checkpoint`` -- then a student
-    distilled from it; evaluates the student."""
+    distilled from it; evaluates the student. ``init_run``: a finished run whose weights the student
+    starts from (a warm start, keyed)."""
     profile = profile.for_kind(kind)  # by_kind settings, also when called without an Experiment
     _check_distillable(kind, teacher_backbone, student_backbone, profile, distill)
+    init = None if init_run is None else finished_run(init_run, runs_dir)
     if teacher_checkpoint is not None:
         teacher_run = import_detector(kind, teacher_backbone, profile, teacher_checkpoint, runs_dir, data_root, data_dir)
     else:
         teacher_run = train_detector(kind, teacher_backbone, profile.for_teacher(), _teacher_seed(profile, teacher_seed),
                                      runs_dir, data_root, data_dir)
     root = dataset_root(profile, data_root, data_dir)
-    name, config = distilled_run(kind, student_backbone, profile, distill, seed, root, teacher_run["run_dir"])
+    name, config = distilled_run(kind, student_backbone, profile, distill, seed, root, teacher_run["run_dir"],
+                                 None if init is None else init.name)
 
     teacher_dir = Path(runs_dir) / teacher_run["run_dir"]
 
@@ -344,6 +376,8 @@ def train_distilled(kind: str, teacher_backbone: str, student_backbone: str, pro
                                  checkpoint=teacher_dir / CHECKPOINT)
         student = build_detector(kind, student_backbone, num_classes, **profile.detector,
                                  **_backbone_options(profile, student_backbone))
+        if init is not None:
+            warm_start(student, init)
         cache = None
         if distill.teacher_cache and distill.method != "none":
             cache = teacher_cache_of(teacher, teacher_dir, root, splits(profile)["train"], profile)
