@@ -110,6 +110,31 @@ def stage_masks(teacher: nn.Module, image: torch.Tensor, patch_size: int = 7, te
     return out
 
 
+def mask_coverage(mask, boxes: torch.Tensor, stride: float) -> dict[str, float]:
+    """Where a spatial mask (H x W, any non-negative weights) puts its weight relative to the
+    ground-truth ``boxes`` (N x 4, XYXY image pixels) on a stride-``stride`` map. Cells belong to a box
+    as in DeFeat's box mask (:func:`~glamd_core.methods.defeat.box_foreground_mask`: centre inside, or
+    the box's own centre cell). Returns ``inside`` (the share of the mask's weight on box cells),
+    ``area`` (the box cells' share of the map: what a uniform mask puts there) and ``boxes_holding``
+    (the share of boxes whose own cells hold at least their area's share of the weight; NaN with no
+    box)."""
+    from .methods.defeat import box_foreground_mask
+
+    weight = torch.as_tensor(mask, dtype=torch.float64)
+    if weight.ndim != 2 or (weight < 0).any() or not torch.isfinite(weight).all() or weight.sum() <= 0:
+        raise ValueError("mask must be an H x W map of finite, non-negative weights with a positive sum")
+    weight = weight / weight.sum()
+    h, w = weight.shape
+    boxes = torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4)
+    union = box_foreground_mask([boxes], h, w, stride)[0, 0]
+    holding = []
+    for b in boxes:
+        cells = box_foreground_mask([b[None]], h, w, stride)[0, 0]
+        holding.append(float(weight[cells].sum()) >= float(cells.double().mean()) - 1e-12)
+    return {"inside": float(weight[union].sum()), "area": float(union.double().mean()),
+            "boxes_holding": float(np.mean(holding)) if holding else float("nan")}
+
+
 def sample_indices(n_total: int, n: int, seed: int = 0) -> list[int]:
     """``n`` distinct indices out of ``n_total``, drawn with ``seed``."""
     if not 0 < n <= n_total:

@@ -48,3 +48,28 @@ def test_loaded_runs_reproduce_their_evaluation_and_feed_the_analyses(tmp_path, 
     assert len(masks) == levels
     for m in masks:
         assert m["global"].shape == m["local"].shape and m["global"].mean() == pytest.approx(1.0, rel=1e-4)
+
+
+def test_mask_coverage_on_a_hand_made_map():
+    import numpy as np
+    import pytest
+    import torch
+
+    from glamd_core.analysis import mask_coverage
+
+    # 4 x 4 map, stride 8 (a 32-px image): weight 1 everywhere, 5 on the top-left cell (total 20)
+    mask = np.ones((4, 4))
+    mask[0, 0] = 5.0
+    big = torch.tensor([[0.0, 0.0, 16.0, 16.0]])  # the top-left 2 x 2 cells: 8 / 20 of the weight, 4 / 16 of the map
+    small = torch.tensor([[24.0, 24.0, 32.0, 32.0]])  # the bottom-right cell: 1 / 20 against 1 / 16
+    assert mask_coverage(mask, big, 8) == pytest.approx({"inside": 0.4, "area": 0.25, "boxes_holding": 1.0})
+    assert mask_coverage(mask, small, 8) == pytest.approx({"inside": 0.05, "area": 1 / 16, "boxes_holding": 0.0})
+    both = mask_coverage(mask, torch.cat([big, small]), 8)
+    assert both == pytest.approx({"inside": 0.45, "area": 5 / 16, "boxes_holding": 0.5})
+    uniform = mask_coverage(np.ones((4, 4)), torch.cat([big, small]), 8)  # the baseline: weight = area
+    assert uniform["inside"] == pytest.approx(uniform["area"]) and uniform["boxes_holding"] == 1.0
+    tiny = torch.tensor([[9.0, 9.0, 11.0, 11.0]])  # no cell centre inside: its centre cell counts
+    assert mask_coverage(mask, tiny, 8)["area"] == pytest.approx(1 / 16)
+    assert np.isnan(mask_coverage(mask, torch.zeros(0, 4), 8)["boxes_holding"])
+    with pytest.raises(ValueError, match="non-negative"):
+        mask_coverage(-mask, big, 8)
