@@ -31,7 +31,7 @@ from .engine import check_seed
 from .files import recover_dir, replace_dir
 from .profiles import PROFILES, Profile, get_profile
 from .run_key import unkeyed_environment
-from .runs import (DATA_DIR, REPO_ROOT, RESULTS_DIR, RUNS_DIR, dataset_root, git_commit, import_detector,
+from .runs import (DATA_DIR, REPO_ROOT, RESULTS_DIR, RUNS_DIR, dataset_root, exclusive, git_commit, import_detector,
                    imported_run_dir, run_dir_of, train_detector, train_distilled, try_exclusive)
 
 
@@ -444,6 +444,15 @@ def write_results(name: str, profile: Profile, seeds, wall_seconds: float, table
     come from) and of the tables.
     """
     out = results_dir(name, profile.name) if out_dir is None else Path(out_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # one writer at a time: two processes writing one folder would share its staging folder (a
+    # notebook executed twice at once, e.g. by two test workers). Not reproduce's lock, which the
+    # driver holds while this notebook's kernel writes.
+    with exclusive(out.with_name(f".{out.name}.write.lock")):
+        return _write_results(out, name, profile, seeds, wall_seconds, tables, figures, note, runs, extra)
+
+
+def _write_results(out: Path, name, profile, seeds, wall_seconds, tables, figures, note, runs, extra) -> Path:
     recover_dir(out)
     out.mkdir(parents=True, exist_ok=True)
     staging = out.with_name(f".{out.name}.partial")
