@@ -112,7 +112,7 @@ def test_reproduce_cli_runs_every_notebook_with_the_profile_parameter(monkeypatc
         assert final.read_text() == "executed" and f"executed {final}" in printed
     assert printed.count("executed") == len(notebooks)
     calls.clear()
-    cli(["reproduce", "--profile", "smoke", "01_voc_small_models", "--workers", "3"])
+    cli(["reproduce", "--profile", "smoke", "01_voc_small_models", "--workers", "3", "--force"])  # 3 > 2 cores: --force
     assert len(calls) == 1 and calls[0][2] == {"profile": "smoke", "workers": 3}
     with pytest.raises(SystemExit):
         cli(["reproduce", "--workers", "0"])
