@@ -433,7 +433,8 @@ def teachers_of(results=(), tables=(), runs_dir: Path = RUNS_DIR) -> dict[str, l
 
 def write_results(name: str, profile: Profile, seeds, wall_seconds: float, tables: dict[str, pd.DataFrame],
                   figures: dict | None = None, note: str = "", out_dir: Path | None = None, runs=(), **extra) -> Path:
-    """Tables as csv + markdown (with the provenance line), figures as png, and the manifest.
+    """Tables as csv + markdown (with the provenance line), figures as png, the conclusion (``conclusion.md``,
+    when ``conclusion`` is given) and the manifest.
 
     Written whole: everything goes to a staging folder that then replaces ``results/<name>/``, so a
     kill leaves the old set or the new one, never new tables beside an old manifest. Other files
@@ -468,6 +469,8 @@ def _write_results(out: Path, name, profile, seeds, wall_seconds, tables, figure
         (staging / f"{stem}.md").write_text(header + table.to_markdown(index=False, floatfmt=".2f") + "\n")
     for stem, fig in (figures or {}).items():
         fig.savefig(staging / f"{stem}.png", dpi=120, bbox_inches="tight")
+    if isinstance(extra.get("conclusion"), str):  # the reading, where a reader of the folder finds it
+        (staging / "conclusion.md").write_text(header + extra["conclusion"] + "\n")
     extra.setdefault("teachers", teachers_of(runs, tables.values()))
     (staging / "manifest.json").write_text(json.dumps(manifest(profile, seeds, wall_seconds, **extra), indent=2))
     replace_dir(staging, out)

@@ -102,7 +102,9 @@ def test_write_results_names_the_teacher_runs_with_their_ap(tmp_path):
     assert teachers_of([teacher], [frame], runs_dir) == {
         "faster_rcnn": [{"run": other["teacher_run"], "AP": pytest.approx(71.97)}],
         "retinanet": [{"run": teacher["run_dir"], "AP": pytest.approx(49.63)}]}
-    out = write_results("x", get_profile("smoke"), [0], 1.0, {"runs": frame}, out_dir=tmp_path / "x", runs=[teacher])
+    out = write_results("x", get_profile("smoke"), [0], 1.0, {"runs": frame}, out_dir=tmp_path / "x", runs=[teacher],
+                        conclusion="- **held**, says the reading")
+    assert (out / "conclusion.md").read_text().endswith("- **held**, says the reading\n")  # beside the tables
     named = json.loads((out / "manifest.json").read_text())["teachers"]
     assert named["retinanet"] == [{"run": teacher["run_dir"], "AP": pytest.approx(49.63)}]
     assert named["faster_rcnn"][0]["run"] == other["teacher_run"]  # its AP from the default run cache, if there
