@@ -29,7 +29,8 @@ LOSS_FORMS = ("normalised", "reference")
 NOT_KEYED = ("teacher_cache",)  # DistillConfig fields that change speed, not results
 # Fields added after runs were cached: a run key holds them only when they differ from the value every
 # earlier run trained with, so those runs keep their keys.
-KEYED_WHEN_CHANGED = {"defeat_roi_sampling": "student", "glamd_adapter": "1x1"}
+KEYED_WHEN_CHANGED = {"defeat_roi_sampling": "student", "glamd_adapter": "1x1", "glamd_feature_mask": "attention",
+                      "defeat_foreground": "boxes"}
 
 
 @dataclass
@@ -81,6 +82,14 @@ class DistillConfig:
     # Ma's and GLAMD's code) or "3x3", DeFeat's near-zero-initialised 3x3 conv -- an option for telling
     # apart what DeFeat's and GLAMD's feature terms owe to their adapters (notebooks/04).
     glamd_adapter: str = "1x1"
+    # Mask against mask, each recipe held fixed (notebooks/09): the spatial weights of the attention-mask
+    # methods' *feature* term -- "attention" (the teacher's and student's maps, as published) or "boxes"
+    # (DeFeat's ground-truth-box cells, normalised as GLAM's weights are: masks.box_spatial_masks); the
+    # head terms and channel masks stay the attention masks. And DeFeat's foreground: "boxes" (as
+    # released) or "glam" (the GLAM spatial mask of teacher and adapted student, scaled to [0, 1] per
+    # image by its maximum: a soft foreground, the rest its background).
+    glamd_feature_mask: str = "attention"
+    defeat_foreground: str = "boxes"
     # Read the teacher's outputs from the run cache's teacher-output cache (glamd_core.teacher_cache)
     # instead of running it. Speed only: results do not depend on it, so it is not part of a run's key.
     teacher_cache: bool = True
@@ -106,7 +115,8 @@ class DistillConfig:
                 raise ValueError(f"DistillConfig.{name} must be True or False, got {value!r}")
         for name, choices in (("student_masks", ("raw", "adapted")), ("defeat_levels", ("by_size", "all")),
                               ("defeat_adapter", ADAPTERS), ("defeat_roi_sampling", ("student", "teacher")),
-                              ("glamd_adapter", ADAPTERS)):
+                              ("glamd_adapter", ADAPTERS), ("glamd_feature_mask", ("attention", "boxes")),
+                              ("defeat_foreground", ("boxes", "glam"))):
             if getattr(self, name) is not None:
                 _check_choice(name, getattr(self, name), choices)
 

@@ -138,6 +138,25 @@ def attention_masks(teacher: torch.Tensor, student: torch.Tensor, mode: MaskMode
     return parts
 
 
+def box_spatial_masks(foreground: torch.Tensor, patch_size: int = 7) -> dict[str, torch.Tensor]:
+    """Ground-truth-box spatial weights normalised as GLAM's attention masks are, so a box mask can
+    stand in for them with everything else unchanged (notebooks/09): ``global`` -- the box cells
+    scaled to mean 1 over the map (as ``H W softmax``); ``local`` -- scaled to mean 1 over each
+    patch's real cells. A map, or a patch, holding no box cell gets weight 1 everywhere: with nothing
+    to prefer, the mask is uniform there. ``foreground``: B x 1 x H x W, 0 / 1."""
+    _check_patch(patch_size)
+    fg = foreground.float()
+    h, w = fg.shape[-2:]
+    per_map = fg.sum(dim=(2, 3), keepdim=True)
+    glob = torch.where(per_map > 0, fg * (h * w) / per_map.clamp_min(1.0), torch.ones_like(fg))
+    real = _real_cells(h, w, patch_size, fg)  # nh x nw x 1
+    patches = _to_patches(fg, patch_size)  # B x 1 x nh x nw x p*p (padding 0)
+    per_patch = patches.sum(dim=-1, keepdim=True)
+    inside = _to_patches(torch.ones_like(fg), patch_size)  # 1 on real cells, 0 on padding
+    local = torch.where(per_patch > 0, patches * real / per_patch.clamp_min(1.0), inside)
+    return {"global": glob, "local": _from_patches(local, h, w, patch_size)}
+
+
 def feature_weight(spatial: torch.Tensor, channel: torch.Tensor | None) -> torch.Tensor:
     return spatial if channel is None else spatial * channel
 

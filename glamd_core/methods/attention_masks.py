@@ -28,12 +28,15 @@ and 1 - IoU as weighted means over all anchors of all levels, plus (two-stage) t
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
 from .. import losses as L
-from ..masks import attention_masks, feature_weight
+from ..masks import attention_masks, box_spatial_masks, feature_weight
 from .adapters import feature_adapters
+from .defeat import box_foreground_mask
 
 MASK_MODE_OF = {"global": "global", "local": "local", "glamd": "both", "uniform": "uniform"}
 FEATURE_CONSTANT = {True: 7e-5, False: 7e-5 * 6}  # two-stage file, one-stage file
@@ -72,7 +75,8 @@ class AttentionMaskDistillation(nn.Module):
         spatial = [sum(s for s, _ in p.values()) / len(p) for p in parts]  # per level, weights the heads
         out = {}
         if cfg.alpha:
-            feature = self.feature_terms(t_feats, s_feats, adapted, parts)
+            feature_parts = parts if cfg.glamd_feature_mask == "attention" else self.box_parts(d, t_feats, parts)
+            feature = self.feature_terms(t_feats, s_feats, adapted, feature_parts)
             out["distill_feat"] = cfg.alpha * feature
         if cfg.beta or cfg.gamma:
             cls, loc = self.head_terms(d, spatial)
@@ -80,6 +84,20 @@ class AttentionMaskDistillation(nn.Module):
                 out["distill_cls"] = cfg.beta * cls
             if cfg.gamma:
                 out["distill_loc"] = cfg.gamma * loc
+        return out
+
+    def box_parts(self, d, t_feats, parts) -> list[dict]:
+        """``glamd_feature_mask="boxes"``: each part's spatial mask replaced by the ground-truth boxes'
+        (DeFeat's cells on every level), normalised as that part's attention mask is; channel masks kept."""
+        boxes = [t["boxes"] for t in d.targets()]
+        input_h = d.input_size()[0]
+        out = []
+        for t, p in zip(t_feats, parts):
+            stride = 2.0 ** round(math.log2(input_h / t.shape[-2]))
+            fg = box_foreground_mask(boxes, *t.shape[-2:], stride)
+            boxed = box_spatial_masks(fg, self.config.patch_size)
+            out.append({name: (boxed["global" if name in ("global", "uniform") else "local"].to(t.dtype), channel)
+                        for name, (_, channel) in p.items()})
         return out
 
     # -- features -------------------------------------------------------------------------------

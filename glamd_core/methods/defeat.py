@@ -45,9 +45,12 @@ class DeFeatDistillation(nn.Module):
             boxes = [t["boxes"] for t in d.targets()]
             input_h = d.input_size()[0]
             strides = [2.0 ** round(math.log2(input_h / f.shape[-2])) for f in t_feats]  # nominal, as its anchors
-            masks = (level_masks_by_size(boxes, [f.shape[-2:] for f in t_feats], strides)
-                     if cfg.defeat_levels == "by_size" else
-                     [box_foreground_mask(boxes, *f.shape[-2:], stride) for f, stride in zip(t_feats, strides)])
+            if cfg.defeat_foreground == "glam":  # a soft foreground from the attention masks (notebooks/09)
+                masks = [glam_foreground(t, a(s), cfg) for a, t, s in zip(self.adapters, t_feats, s_feats)]
+            else:
+                masks = (level_masks_by_size(boxes, [f.shape[-2:] for f in t_feats], strides)
+                         if cfg.defeat_levels == "by_size" else
+                         [box_foreground_mask(boxes, *f.shape[-2:], stride) for f, stride in zip(t_feats, strides)])
             terms = []
             for a, t, s, fg in zip(self.adapters, t_feats, s_feats, masks):
                 if cfg.loss_form == "reference":
@@ -70,6 +73,16 @@ class DeFeatDistillation(nn.Module):
                   for part in (positive, ~positive)]
             out["distill_cls"] = cfg.beta * (cfg.defeat_roi_pos_weight * kl[0] + cfg.defeat_roi_neg_weight * kl[1])
         return out
+
+
+def glam_foreground(teacher: torch.Tensor, adapted: torch.Tensor, cfg) -> torch.Tensor:
+    """``defeat_foreground="glam"``: the GLAM spatial mask (mean of its global and local parts, from the
+    teacher's and the adapted student's maps, as GLAMD computes it) divided by its maximum per image,
+    B x 1 x H x W in [0, 1], detached: DeFeat's split with attention in place of the boxes."""
+    from ..masks import glam
+
+    spatial, _ = glam(teacher.detach(), adapted.detach(), "both", cfg.patch_size, cfg.temperature, channel=False)
+    return spatial / spatial.amax(dim=(2, 3), keepdim=True).clamp_min(1e-12)
 
 
 def defeat_feature_loss(teacher: torch.Tensor, student: torch.Tensor, fg_mask: torch.Tensor,
