@@ -147,3 +147,20 @@ def test_glamd_adapter_option_keeps_earlier_keys_and_starts_near_zero(tmp_path):
     assert all(a.kernel_size == (3, 3) and a.weight.abs().max() <= 2e-4 for a in adapters)
     with pytest.raises(ValueError, match="glamd_adapter"):
         replace(default.distill_config(), glamd_adapter="5x5")
+
+
+def test_mask_against_mask_reuses_table3_and_02_and_changes_one_part(tmp_path):
+    rows = plans.mask_against_mask_experiments("cpu", [0, 1, 2])
+    where = {(row, e.kind, e.seed): run_dir(e, runs_dir=tmp_path) for row, _, e in rows}
+    assert len(set(where.values())) == len(where)  # every row its own run
+    table3 = {run_dir(e, runs_dir=tmp_path) for e in plans.defeat_comparison_experiments("cpu", [0, 1, 2])}
+    assert {where[(r, k, s)] for r in ("GLAMD", "DeFeat") for k in ("faster_rcnn", "retinanet") for s in (0, 1, 2)} <= table3
+    patch2 = {run_dir(e, runs_dir=tmp_path) for e in plans.patch_size_experiments("cpu", [0, 1, 2], sizes=[2])}
+    assert {where[("GLAMD, patch 2", "retinanet", s)] for s in (0, 1, 2)} <= patch2
+    assert {s for (_, k, s) in where if k == "cascade_rcnn"} == {0, 1}
+    for row, recipe, e in rows:  # one part changed against the recipe's chosen setting
+        chosen = get_profile("cpu").distill_for(e.kind, recipe)
+        changed = {k for k, v in vars(e.distill_config()).items() if getattr(chosen, k) != v and k != "method"}
+        assert changed == {"GLAMD": set(), "DeFeat": set(), "GLAMD, box mask": {"glamd_feature_mask"},
+                           "DeFeat, GLAM foreground": {"defeat_foreground"}, "GLAMD, feature term only": {"beta", "gamma"},
+                           "GLAMD, patch 2": {"patch_size"}}[row], (row, changed)
