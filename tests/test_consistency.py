@@ -79,8 +79,9 @@ def test_folders_must_name_one_teacher_per_kind(tmp_path):
 
 
 @pytest.mark.xfail(strict=True, reason="issue #27, step 3: the RetinaNet results of 02, 03, 05 and 04 were made on a "
-                   "2-thread teacher, and manifests older than this check name no teacher. Strict: once the "
-                   "regenerated results land this test passes, and the marker must go")
+                   "2-thread teacher, cpu_calibration's Cascade R-CNN runs on another, and manifests older than this "
+                   "check name no teacher; regenerating them needs one machine kind (docs/reproducibility.md). "
+                   "Strict: once consistent results land this test passes, and the marker must go")
 def test_the_committed_results_agree():
     assert consistency.conflicts() == []
 
