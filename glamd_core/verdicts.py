@@ -96,12 +96,13 @@ def verdict_table(claims=CLAIMS, results_dir: Path = RESULTS, alpha: float = 0.0
 
 
 def markdown(table: pd.DataFrame) -> str:
-    lines = ["| claim | paper (reference) | ours: Δ AP [95 % CI], n | verdict (Holm over the table) |",
-             "| --- | --- | --- | --- |"]
+    lines = ["| claim | paper (reference) | ours: Δ AP [95 % CI], n | Holm p | verdict (Holm over the table) |",
+             "| --- | --- | --- | --- | --- |"]
     for _, r in table.iterrows():
         edge = f" (edge {r['against']:+.2f})" if r["against"] else ""
         lines.append(f"| [{r['notebook'][:2]}](results/{r['notebook']}/) {r['row']} | {r['paper']} | "
-                     f"{ci_text(r['mean'], r['ci_low'], r['ci_high'], r['n'], unit='')}{edge} | **{r['verdict']}** |")
+                     f"{ci_text(r['mean'], r['ci_low'], r['ci_high'], r['n'], unit='')}{edge} | {r['p_holm']:.3f} | "
+                     f"**{r['verdict']}** |")
     return "\n".join(lines).replace("  [", " [").replace(" ,", ",") + "\n"
 
 
