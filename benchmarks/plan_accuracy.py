@@ -20,7 +20,6 @@ Prints estimate, measurement and their ratio per notebook; writes them to
 from __future__ import annotations
 
 import argparse
-import json
 import math
 from pathlib import Path
 
@@ -28,17 +27,14 @@ import pandas as pd
 
 from glamd_core import plans
 from glamd_core.costs import CostModel, cost_table, measured_costs, simulate_wall
-from glamd_core.experiments import results_dir, run_dir
+from glamd_core.experiments import read_eval, results_dir, run_dir
 from glamd_core.profiles import PROFILES
 from glamd_core.runs import RUNS_DIR
 
 
 def _times(folder: Path) -> tuple[float, float]:
-    try:
-        result = json.loads((folder / "eval.json").read_text())
-    except ValueError:
-        result = None
-    if not isinstance(result, dict):
+    result = read_eval(folder)
+    if result is None:
         raise SystemExit(f"{folder / 'eval.json'} is torn or not a JSON object; clear the run "
                          f"(python -m glamd_core runs clear --pattern '{folder.name}') and train it again")
     start = (folder / "config.json").stat().st_mtime - result.get("setup_seconds", 0.0)

@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import warnings
 from pathlib import Path
 
 import pandas as pd
 
-from .experiments import Experiment, is_run, run_dir
+from .experiments import Experiment, is_run, read_eval, run_dir
 from .profiles import get_profile
 from .runs import RESULTS_DIR, RUNS_DIR
 
@@ -50,11 +49,12 @@ def measured_costs(runs_dir: Path = RUNS_DIR) -> pd.DataFrame:
     for d in sorted(root.iterdir()) if root.is_dir() else []:
         if not is_run(d) or not (d / "eval.json").is_file():
             continue
+        result = read_eval(d)
         try:
-            result, config = json.loads((d / "eval.json").read_text()), json.loads((d / "config.json").read_text())
+            config = json.loads((d / "config.json").read_text())
         except (OSError, json.JSONDecodeError):
-            result = config = None
-        if not isinstance(result, dict) or not isinstance(config, dict):
+            config = None
+        if result is None or not isinstance(config, dict):
             warnings.warn(f"{d}: eval.json or config.json is torn or not a JSON object; this run's cost is left "
                           f"out (clear it: python -m glamd_core runs clear --pattern '{d.name}')", stacklevel=2)
             continue
@@ -194,7 +194,3 @@ def simulate_wall(experiments: list[Experiment], minutes: list[float], workers: 
         ends[run_dir(experiments[i], runs_dir)] = free[w]
     return max(free)
 
-
-def local_threads(workers: int) -> int:
-    """Torch threads per local worker process (``run_all``'s rule)."""
-    return max(1, (os.cpu_count() or 1) // max(1, workers))

@@ -16,7 +16,6 @@ checkpoint (for jobs under a wall-time limit: the next job resumes there).
 from __future__ import annotations
 
 import contextlib
-
 import csv
 import json
 import math
@@ -52,6 +51,13 @@ def check_seed(seed, what: str = "seed") -> int:
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed <= MAX_SEED:
         raise ValueError(f"{what} must be an integer from 0 to {MAX_SEED} (2**32 - 1), got {seed!r}")
     return int(seed)
+
+
+def check_threads(threads, what: str = "threads") -> int:
+    """``threads`` as a positive int (1 is canonical), or a ValueError naming it."""
+    if isinstance(threads, bool) or not isinstance(threads, numbers.Integral) or threads < 1:
+        raise ValueError(f"{what} must be a positive integer (1 is canonical), got {threads!r}")
+    return int(threads)
 
 
 def stop_after_epoch() -> int | None:
@@ -107,8 +113,7 @@ class TrainConfig:
     threads: int = 1
 
     def __post_init__(self):
-        if isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 1:
-            raise ValueError(f"threads must be a positive integer (1 is canonical), got {self.threads!r}")
+        self.threads = check_threads(self.threads, "TrainConfig.threads")
         if self.optimizer not in ("adamw", "sgd"):
             raise ValueError(f"optimizer must be 'adamw' or 'sgd', got {self.optimizer!r}")
         if self.schedule not in ("cosine", "step", "constant"):

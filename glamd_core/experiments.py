@@ -27,7 +27,7 @@ import torch
 
 from .detectors import KINDS
 from .distill import METHODS, DistillConfig
-from .engine import check_seed
+from .engine import check_seed, check_threads
 from .files import recover_dir, replace_dir
 from .profiles import PROFILES, Profile, get_profile
 from .run_key import unkeyed_environment
@@ -69,8 +69,7 @@ class Experiment:
                              "import and evaluate the checkpoint)")
         if self.epochs is not None and (int(self.epochs) != self.epochs or self.epochs < 1):
             raise ValueError(f"epochs must be a positive integer or None, got {self.epochs!r}")
-        if isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 1:
-            raise ValueError(f"threads must be a positive integer (1 is canonical), got {self.threads!r}")
+        check_threads(self.threads, "Experiment.threads")
         if self.init_from is not None:
             if not isinstance(self.init_from, Experiment):
                 raise ValueError(f"init_from must be an Experiment (the run to start from), got {self.init_from!r}")
@@ -329,14 +328,15 @@ def list_runs(runs_dir: Path = RUNS_DIR, pattern: str = "*") -> pd.DataFrame:
     rows = []
     for d in _run_folders(runs_dir, pattern):
         size = sum(f.stat().st_size for f in d.rglob("*") if f.is_file())
-        done = _read_eval(d)
+        done = read_eval(d)
         rows.append({"run": d.name, "finished": (d / "eval.json").exists(), "MB": round(size / 2**20, 1),
                      "threads": None if done is None else done.get("threads")})
     return pd.DataFrame(rows, columns=["run", "finished", "MB", "threads"])
 
 
-def _read_eval(run: Path) -> dict | None:
-    """A finished run's ``eval.json`` (None: unfinished, or torn -- listing must not stop on one run)."""
+def read_eval(run: Path) -> dict | None:
+    """A finished run's ``eval.json`` as a dict; None when it is missing, torn or not a JSON object (a
+    listing, a cost table or a manifest must not stop on one bad run)."""
     try:
         done = json.loads((Path(run) / "eval.json").read_text())
     except (OSError, ValueError):
@@ -423,10 +423,9 @@ def teachers_of(results=(), tables=(), runs_dir: Path = RUNS_DIR) -> dict[str, l
         out[kind] = []
         for n in sorted(names):
             if n not in aps:
-                try:
-                    aps[n] = 100 * json.loads((Path(runs_dir) / n / "eval.json").read_text())["metrics"]["test"]["AP"]
-                except (OSError, ValueError, KeyError, TypeError):
-                    aps[n] = None
+                done = read_eval(Path(runs_dir) / n)
+                test = (done or {}).get("metrics", {}).get("test", {})
+                aps[n] = 100 * test["AP"] if "AP" in test else None
             out[kind].append({"run": n, "AP": aps[n]})
     return out
 

@@ -36,27 +36,30 @@ def _optional(rule):
     return lambda name, value: None if value is None else rule(name, value)
 
 
-def _seed_list(name, value):
+def _non_empty_list(name, value, wants: str) -> None:
     if not isinstance(value, (list, tuple)) or not value:
-        raise _bad(name, value, "None (the profile's seeds) or a non-empty list of seeds, e.g. [0, 1, 2]")
-    seeds = [_int(f"{name}[{i}]", s) for i, s in enumerate(value)]
-    if len(set(seeds)) != len(seeds):
-        raise _bad(name, value, "distinct seeds (a seed given twice would pair with itself)")
-    return seeds
+        raise _bad(name, value, wants)
 
 
-def _positive_int_list(name, value):
-    if not isinstance(value, (list, tuple)) or not value:
-        raise _bad(name, value, "None (the default list) or a non-empty list of positive integers")
-    out = [_int(f"{name}[{i}]", v, 1) for i, v in enumerate(value)]
-    if len(set(out)) != len(out):
-        raise _bad(name, value, "distinct values")
-    return out
+def _distinct_ints(low: int, wants: str, twice: str):
+    """A rule for a non-empty list of distinct integers >= ``low``; ``wants`` / ``twice`` say what it takes."""
+    def rule(name, value):
+        _non_empty_list(name, value, wants)
+        out = [_int(f"{name}[{i}]", v, low) for i, v in enumerate(value)]
+        if len(set(out)) != len(out):
+            raise _bad(name, value, twice)
+        return out
+    return rule
+
+
+_seed_list = _distinct_ints(0, "None (the profile's seeds) or a non-empty list of seeds, e.g. [0, 1, 2]",
+                            "distinct seeds (a seed given twice would pair with itself)")
+_positive_int_list = _distinct_ints(1, "None (the default list) or a non-empty list of positive integers",
+                                    "distinct values")
 
 
 def _multipliers(name, value):
-    if not isinstance(value, (list, tuple)) or not value:
-        raise _bad(name, value, "None (the default multipliers) or a non-empty list of numbers >= 0")
+    _non_empty_list(name, value, "None (the default multipliers) or a non-empty list of numbers >= 0")
     for i, v in enumerate(value):
         if isinstance(v, bool) or not isinstance(v, Real) or not math.isfinite(v) or v < 0:
             raise _bad(f"{name}[{i}]", v, "a finite number >= 0")
@@ -76,8 +79,7 @@ def _kind(name, value):
 
 
 def _kinds(name, value):
-    if not isinstance(value, (list, tuple)) or not value:
-        raise _bad(name, value, f"a non-empty list of detector kinds from {list(KINDS)}")
+    _non_empty_list(name, value, f"a non-empty list of detector kinds from {list(KINDS)}")
     return [_kind(f"{name}[{i}]", k) for i, k in enumerate(value)]
 
 
@@ -110,8 +112,7 @@ def _path(name, value):
 def _grid(name, value):
     from .distill import LOSS_FORMS
 
-    if not isinstance(value, (list, tuple)) or not value:
-        raise _bad(name, value, "None (calibration.GRID) or a non-empty list of (loss_form, alpha) pairs")
+    _non_empty_list(name, value, "None (calibration.GRID) or a non-empty list of (loss_form, alpha) pairs")
     for i, point in enumerate(value):
         if (not isinstance(point, (list, tuple)) or len(point) != 2 or point[0] not in LOSS_FORMS
                 or isinstance(point[1], bool) or not isinstance(point[1], Real) or not point[1] > 0):
@@ -140,7 +141,7 @@ RULES = {
     "patch_size": _optional(lambda n, v: _int(n, v, 1)),
     "temperature": _optional(_positive_number),
     "grid": _optional(_grid),
-    "tolerance_share": lambda n, v: _share(n, v),
+    "tolerance_share": _share,
 }
 
 

@@ -25,7 +25,7 @@ from .detectors import build_detector
 from .distill import DistillConfig, Distiller
 from .engine import CHECKPOINT, cpu_threads, init_distributed, read_log, stop_after_epoch, train
 from .evaluation import evaluate
-from .files import REPO_ROOT, atomic_save, atomic_write_text, env_path
+from .files import REPO_ROOT, atomic_save, atomic_write_text, env_path, read_checkpoint
 from .profiles import Profile
 from .run_key import (backbone_weights, config_key, data_key, detector_run, distilled_run, imported_run,
                       unkeyed_environment)
@@ -270,7 +270,7 @@ def finished_run(run: str | Path, runs_dir: Path = RUNS_DIR) -> Path:
 def warm_start(model: torch.nn.Module, run: Path) -> None:
     """Load a finished run's trained detector into ``model`` (a distilled run's student weights, without
     its adapters); weights that do not fit -- another backbone or kind -- are an error naming the run."""
-    state = torch.load(Path(run) / CHECKPOINT, map_location="cpu", weights_only=False)["model"]
+    state = read_checkpoint(Path(run) / CHECKPOINT)["model"]
     if any(k.startswith("student.") for k in state):  # a Distiller's trainable: keep the student's weights
         state = {k.removeprefix("student."): v for k, v in state.items() if k.startswith("student.")}
     try:
