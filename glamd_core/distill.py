@@ -30,7 +30,7 @@ NOT_KEYED = ("teacher_cache",)  # DistillConfig fields that change speed, not re
 # Fields added after runs were cached: a run key holds them only when they differ from the value every
 # earlier run trained with, so those runs keep their keys.
 KEYED_WHEN_CHANGED = {"defeat_roi_sampling": "student", "glamd_adapter": "1x1", "glamd_feature_mask": "attention",
-                      "defeat_foreground": "boxes"}
+                      "defeat_foreground": "boxes", "glamd_heads": None}
 
 
 @dataclass
@@ -90,6 +90,12 @@ class DistillConfig:
     # image by its maximum: a soft foreground, the rest its background).
     glamd_feature_mask: str = "attention"
     defeat_foreground: str = "boxes"
+    # The hybrid recipe (notebooks/09): DeFeat's feature term plus GLAMD's head terms. None (as released):
+    # DeFeat alone. "reference" / "normalised": GLAMD's head terms added as that loss form computes them
+    # (method glamd, alpha 0: its masks, temperature, student masks and RoI terms resolved in that form,
+    # the head-only rows of notebooks/05), weighted by beta and gamma; DeFeat's own RoI term is then off,
+    # so beta weights one thing. Its own loss form, because the chosen recipes differ in form per kind.
+    glamd_heads: str | None = None
     # Read the teacher's outputs from the run cache's teacher-output cache (glamd_core.teacher_cache)
     # instead of running it. Speed only: results do not depend on it, so it is not part of a run's key.
     teacher_cache: bool = True
@@ -116,9 +122,19 @@ class DistillConfig:
         for name, choices in (("student_masks", ("raw", "adapted")), ("defeat_levels", ("by_size", "all")),
                               ("defeat_adapter", ADAPTERS), ("defeat_roi_sampling", ("student", "teacher")),
                               ("glamd_adapter", ADAPTERS), ("glamd_feature_mask", ("attention", "boxes")),
-                              ("defeat_foreground", ("boxes", "glam"))):
+                              ("defeat_foreground", ("boxes", "glam")), ("glamd_heads", LOSS_FORMS)):
             if getattr(self, name) is not None:
                 _check_choice(name, getattr(self, name), choices)
+
+        if self.glamd_heads is not None and self.method != "defeat":
+            raise ValueError(f"DistillConfig.glamd_heads adds GLAMD's head terms to DeFeat's feature term (the "
+                             f"hybrid recipe); it needs method='defeat', got method={self.method!r}")
+
+    def heads_config(self) -> "DistillConfig":
+        """``glamd_heads``: the config of the GLAMD head terms added to DeFeat's feature term."""
+        return DistillConfig("glamd", loss_form=self.glamd_heads, alpha=0.0, beta=self.beta, gamma=self.gamma,
+                             patch_size=self.patch_size, distill_rpn=self.distill_rpn,
+                             roi_temperature=self.roi_temperature)
 
     def _number(self, name: str, ok, what: str) -> None:
         value = getattr(self, name)

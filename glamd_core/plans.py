@@ -161,10 +161,10 @@ def mask_against_mask_experiments(profile: str, seeds, kinds=MASK_KINDS) -> list
     chosen setting of its recipe with the named part changed: GLAMD and DeFeat as chosen (Table 3's
     runs, same keys); GLAMD with its feature term on ground-truth-box weights (``glamd_feature_mask=
     "boxes"``); DeFeat with a GLAM foreground (``defeat_foreground="glam"``); GLAMD's feature term alone
-    (beta = gamma = 0: feature distiller against feature distiller); and GLAMD at patch 2 (02's best
-    region on RetinaNet; the same run as 02's there). Cascade R-CNN at the first two seeds only (the
-    budget); not yet here: the hybrid of DeFeat's feature term and GLAMD's head terms, which needs a
-    method that combines the two modules."""
+    (beta = gamma = 0: feature distiller against feature distiller); the hybrid, DeFeat's feature term
+    plus GLAMD's head terms in GLAMD's chosen loss form (``glamd_heads``); and GLAMD at patch 2 (02's
+    best region on RetinaNet; the same run as 02's there). Cascade R-CNN, the costliest, at the first two
+    seeds and only the rows that split the recipes (feature term only, hybrid), as the budget allows."""
     out = []
     for kind in kinds:
         glamd, defeat = glamd_setting(profile, kind), get_profile(profile).distill_for(kind, "defeat")
@@ -172,11 +172,18 @@ def mask_against_mask_experiments(profile: str, seeds, kinds=MASK_KINDS) -> list
                 ("GLAMD, box mask", "glamd", replace(glamd, glamd_feature_mask="boxes")),
                 ("DeFeat, GLAM foreground", "defeat", replace(defeat, defeat_foreground="glam")),
                 ("GLAMD, feature term only", "glamd", replace(glamd, beta=0.0, gamma=0.0)),
+                ("hybrid: DeFeat's feature term + GLAMD's head terms", "defeat",
+                 replace(defeat, glamd_heads=glamd.loss_form)),
                 ("GLAMD, patch 2", "glamd", replace(glamd, patch_size=2))]
+        if kind == "cascade_rcnn":
+            rows = [r for r in rows if r[0] in CASCADE_MASK_ROWS]
         for s in (seeds[:2] if kind == "cascade_rcnn" else seeds):
             out += [(row, recipe, Experiment(kind, recipe, profile, seed=s, distill=distill))
                     for row, recipe, distill in rows]
     return out
+
+
+CASCADE_MASK_ROWS = ("GLAMD", "DeFeat", "GLAMD, feature term only", "hybrid: DeFeat's feature term + GLAMD's head terms")
 
 
 def defeat_screen_experiments(profile: str, seed: int, glamd_alpha: float | None = None,

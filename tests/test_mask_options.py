@@ -90,3 +90,56 @@ def test_the_options_are_keyed_only_when_changed(tmp_path):
         DistillConfig("glamd", glamd_feature_mask="labels")
     with pytest.raises(ValueError, match="defeat_foreground"):
         DistillConfig("defeat", defeat_foreground="soft")
+    assert "glamd_heads" not in key(DistillConfig("defeat"))
+    assert key(DistillConfig("defeat", glamd_heads="reference"))["glamd_heads"] == "reference"
+    with pytest.raises(ValueError, match="glamd_heads"):
+        DistillConfig("defeat", glamd_heads="sums")
+    with pytest.raises(ValueError, match="glamd_heads.*method='defeat'"):
+        DistillConfig("glamd", glamd_heads="reference")
+
+
+@pytest.mark.parametrize("kind,defeat_form,heads_form", [("retinanet", "normalised", "reference"),
+                                                         ("faster_rcnn", "reference", "normalised")])
+def test_the_hybrid_is_defeats_feature_term_plus_glamds_head_terms(kind, defeat_form, heads_form):
+    """The hybrid recipe (issue #30), as the chosen recipes differ per kind: its feature term is DeFeat's,
+    its head terms are GLAMD's head-only setting (alpha 0) in GLAMD's own loss form -- the same numbers,
+    term for term, as the two methods computed separately on the same batch and weights."""
+    torch.manual_seed(0)
+    P = get_profile("smoke")
+    teacher = build_detector(kind, P.teacher_backbone, 5, **P.detector)
+    student = build_detector(kind, P.student_backbone, 5, **P.detector)
+    torch.manual_seed(1)
+    images = [torch.rand(3, 64, 64) for _ in range(2)]
+    targets = [{"boxes": torch.tensor([[8.0, 8.0, 40.0, 50.0]]), "labels": torch.tensor([2])}] * 2
+
+    def losses(config, adapters_from=None):
+        d = Distiller(teacher, student, config).train()
+        torch.manual_seed(2)
+        if adapters_from is not None:  # the same adapter weights as the hybrid's parts
+            d.method.load_state_dict(adapters_from.state_dict())
+        torch.manual_seed(3)  # the same RPN / RoI sampling in every call
+        out = {k: float(v.detach()) for k, v in d(images, targets).items() if k.startswith("distill_")}
+        d.remove_hooks()
+        return out, d.method
+
+    defeat_config = DistillConfig("defeat", loss_form=defeat_form, alpha=0.7, beta=1.5, gamma=0.5)
+    hybrid, module = losses(replace(defeat_config, glamd_heads=heads_form))
+    alone, _ = losses(defeat_config, adapters_from=_Without(module, "heads"))
+    heads, _ = losses(DistillConfig("glamd", loss_form=heads_form, alpha=0.0, beta=1.5, gamma=0.5),
+                      adapters_from=module.heads)
+    assert set(hybrid) == {"distill_feat", "distill_cls", "distill_loc"}
+    assert hybrid["distill_feat"] == pytest.approx(alone["distill_feat"], rel=1e-6)
+    assert (hybrid["distill_cls"], hybrid["distill_loc"]) == pytest.approx(
+        (heads["distill_cls"], heads["distill_loc"]), rel=1e-6)
+    assert set(alone) == {"distill_feat"}  # DeFeat as chosen: a feature term only
+
+
+class _Without(torch.nn.Module):
+    """``module``'s state without one child (DeFeat's own weights, out of the hybrid's)."""
+
+    def __init__(self, module, child):
+        super().__init__()
+        self.sd = {k: v for k, v in module.state_dict().items() if not k.startswith(f"{child}.")}
+
+    def state_dict(self, *a, **k):
+        return self.sd

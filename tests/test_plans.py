@@ -158,9 +158,14 @@ def test_mask_against_mask_reuses_table3_and_02_and_changes_one_part(tmp_path):
     patch2 = {run_dir(e, runs_dir=tmp_path) for e in plans.patch_size_experiments("cpu", [0, 1, 2], sizes=[2])}
     assert {where[("GLAMD, patch 2", "retinanet", s)] for s in (0, 1, 2)} <= patch2
     assert {s for (_, k, s) in where if k == "cascade_rcnn"} == {0, 1}
+    assert {r for (r, k, _) in where if k == "cascade_rcnn"} == set(plans.CASCADE_MASK_ROWS)
+    hybrid = "hybrid: DeFeat's feature term + GLAMD's head terms"
+    for kind in ("retinanet", "faster_rcnn", "cascade_rcnn"):  # GLAMD's head terms in GLAMD's chosen form
+        e = next(e for r, _, e in rows if r == hybrid and e.kind == kind)
+        assert e.distill_config().glamd_heads == get_profile("cpu").distill_for(kind, "glamd").loss_form
     for row, recipe, e in rows:  # one part changed against the recipe's chosen setting
         chosen = get_profile("cpu").distill_for(e.kind, recipe)
         changed = {k for k, v in vars(e.distill_config()).items() if getattr(chosen, k) != v and k != "method"}
         assert changed == {"GLAMD": set(), "DeFeat": set(), "GLAMD, box mask": {"glamd_feature_mask"},
                            "DeFeat, GLAM foreground": {"defeat_foreground"}, "GLAMD, feature term only": {"beta", "gamma"},
-                           "GLAMD, patch 2": {"patch_size"}}[row], (row, changed)
+                           "GLAMD, patch 2": {"patch_size"}, hybrid: {"glamd_heads"}}[row], (row, changed)
