@@ -135,6 +135,49 @@ def mask_coverage(mask, boxes: torch.Tensor, stride: float) -> dict[str, float]:
             "boxes_holding": float(np.mean(holding)) if holding else float("nan")}
 
 
+@torch.no_grad()
+def teacher_mask_coverage(teacher: TrainedRun, indices, patch_sizes=(7, 2), temperature: float = 0.5) -> pd.DataFrame:
+    """Where each mask puts its weight on ``teacher``'s test images ``indices``, per FPN level
+    (:func:`mask_coverage` per image): the teacher's global mask, GLAM (the mean of its global and
+    local masks, as GLAMD weights its terms) at each of ``patch_sizes``, DeFeat's box mask (every box
+    cell, equal weights) and the uniform mask (no preference: its share is the boxes' area). Masks
+    are the teacher's alone: where its attention lies, before a student's is averaged in. One row per
+    (image, level, mask): ``inside``, ``area``, ``boxes_holding``, ``lift`` (inside / area) and ``peak``
+    (the heaviest cell's share of the weight)."""
+    from .methods.defeat import box_foreground_mask
+
+    dataset, model, rows = teacher.dataset("test"), teacher.model, []
+    for i in indices:
+        image, target = dataset[i]
+        batch, targets = model.transform([image], [{k: v for k, v in target.items() if k in ("boxes", "labels")}])
+        boxes = targets[0]["boxes"]
+        for level, feat in enumerate(model.backbone(batch.tensors).values()):
+            stride = batch.tensors.shape[-1] / feat.shape[-1]
+            glob = global_spatial_mask(feat, temperature)[0, 0]
+            masks = {"global": glob}
+            for p in patch_sizes:
+                masks[f"GLAM, patch {p}"] = 0.5 * (glob + local_spatial_mask(feat, p, temperature)[0, 0])
+            masks["DeFeat boxes"] = box_foreground_mask([boxes], *feat.shape[-2:], stride)[0, 0].double()
+            masks["uniform"] = torch.ones_like(glob)
+            for name, m in masks.items():
+                if m.sum() <= 0:  # no box: DeFeat's mask holds nothing on this image
+                    continue
+                cov = mask_coverage(m, boxes, stride)
+                rows.append({"image": int(i), "level": level, "mask": name, **cov,
+                             "lift": cov["inside"] / cov["area"] if cov["area"] else float("nan"),
+                             "peak": float(m.max() / m.sum())})
+    return pd.DataFrame(rows)
+
+
+def coverage_summary(coverage: pd.DataFrame) -> pd.DataFrame:
+    """:func:`teacher_mask_coverage` averaged over images per (level, mask), in the masks' order."""
+    order = list(dict.fromkeys(coverage["mask"]))
+    out = (coverage.groupby(["level", "mask"], sort=False)[["inside", "area", "lift", "boxes_holding", "peak"]]
+           .mean().reset_index())
+    out["mask"] = pd.Categorical(out["mask"], order, ordered=True)
+    return out.sort_values(["level", "mask"]).reset_index(drop=True)
+
+
 def sample_indices(n_total: int, n: int, seed: int = 0) -> list[int]:
     """``n`` distinct indices out of ``n_total``, drawn with ``seed``."""
     if not 0 < n <= n_total:
