@@ -317,6 +317,8 @@ NOTEBOOK_PLANS = {
     "06_error_analysis": (lambda p, s: error_analysis_experiments(p, s), ""),
     "07_feature_distance": (lambda p, s: feature_distance_experiments(p, s[0]), ""),
     "08_mask_visualization": (lambda p, s: mask_visualization_experiments(p), ""),
+    "09_mask_against_mask": (lambda p, s: [Experiment(k, "teacher", p, seed=s[0]) for k in MASK_KINDS]
+                             + _experiments_of(mask_against_mask_experiments(p, s)), ""),
 }
 
 

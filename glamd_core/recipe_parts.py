@@ -68,14 +68,14 @@ def reading(claims: pd.DataFrame) -> list[str]:
         said = []
         if TABLE3 in c.index:
             gap = c.loc[TABLE3]
-            said.append(f"Table 3 (GLAMD - DeFeat): {verdict_text(gap)}")
-            sign = 1 if gap["mean"] > 0 else -1
+            said.append(f"Table 3 (GLAMD - DeFeat): {verdict_text(gap)}.")
+            sign = 1 if gap["mean"] >= 0 else -1
             carriers = [name for name, claim in PARTS.items() if claim in c.index
                         and (c.loc[claim, "ci_low"] > 0 if sign > 0 else c.loc[claim, "ci_high"] < 0)]
             parts = "; ".join(f"{name}: {verdict_text(c.loc[claim])}" for name, claim in PARTS.items() if claim in c.index)
             if parts:
                 side = "GLAMD's" if sign > 0 else "DeFeat's"
-                said.append(f"its parts -- {parts}. Carried (95 % CI on {side} side of zero) by: "
+                said.append(f"Its parts -- {parts}. Carried (95 % CI on {side} side of zero) by: "
                             + (", ".join(carriers) if carriers else "no part detectably") + ".")
         masks = [c.loc[m, "verdict"] for m in MASK_CLAIMS if m in c.index]
         if len(masks) == 2:
