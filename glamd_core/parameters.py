@@ -124,6 +124,7 @@ RULES = {
     "profile": _profile,
     "seeds": _optional(_seed_list),
     "sweep_seeds": _optional(_seed_list),
+    "extra_seeds": _optional(_seed_list),
     "kinds": _kinds,
     "kind": _kind,
     "screen_kind": _kind,
