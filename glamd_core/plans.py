@@ -251,20 +251,20 @@ def teacher_student_gap_experiments(profile: str, seeds, kinds=GAP_KINDS) -> lis
     only (level with the teacher: nothing left to give). Each point: student alone, DeFeat and GLAMD.
     RetinaNet: ResNet10t only (its student alone at the first seed says its gap). Seeds 3-4 at ResNet10t
     follow in the notebook when GLAMD - DeFeat's CI there still covers zero (:func:`gap_extra_seeds`)."""
-    P = get_profile(profile)
     out = []
     for kind in kinds:
+        student = get_profile(profile).for_kind(kind).student_backbone
         out.append(("teacher", "teacher", Experiment(kind, "teacher", profile, seed=seeds[0])))
-        points = [(P.student_backbone, None, False, seeds, ("none", "defeat", "glamd")),
-                  (f"{P.student_backbone}, warm start", None, True, seeds, ("none", "defeat", "glamd")),
-                  (GAP_BACKBONES[0], GAP_BACKBONES[0], False, seeds, ("none", "defeat", "glamd", "global")),
-                  (GAP_BACKBONES[1], GAP_BACKBONES[1], False, seeds[:1], ("none", "defeat", "glamd"))]
-        if kind == "retinanet":
-            points = [p[:4] + (("none", "defeat", "glamd"),) for p in points if p[1] == GAP_BACKBONES[0]]
-        for point, student, warm, point_seeds, methods in points:
+        three = ("none", "defeat", "glamd")
+        points = [(student, None, False, seeds, three), (f"{student}, warm start", None, True, seeds, three)]
+        points += [(b, b, False, seeds if b == GAP_BACKBONES[0] else seeds[:1],
+                    three + (("global",) if b == GAP_BACKBONES[0] else ())) for b in GAP_BACKBONES if b != student]
+        if kind == "retinanet":  # ResNet10t only (the profile's student, where that is ResNet10t)
+            points = [p[:4] + (three,) for p in points if p[0] == GAP_BACKBONES[0]]
+        for point, backbone, warm, point_seeds, methods in points:
             for s in point_seeds:
                 init = Experiment(kind, "none", profile, seed=s) if warm else None
-                out += [(point, GAP_ROWS[m], Experiment(kind, m, profile, seed=s, student=student, init_from=init))
+                out += [(point, GAP_ROWS[m], Experiment(kind, m, profile, seed=s, student=backbone, init_from=init))
                         for m in methods]
     return out
 
