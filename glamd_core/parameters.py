@@ -125,6 +125,7 @@ RULES = {
     "seeds": _optional(_seed_list),
     "sweep_seeds": _optional(_seed_list),
     "extra_seeds": _optional(_seed_list),
+    "two_stage_seeds": _optional(_seed_list),
     "kinds": _kinds,
     "kind": _kind,
     "screen_kind": _kind,

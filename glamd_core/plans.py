@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import replace
 from itertools import product
 
+from .detectors import TWO_STAGE_KINDS
 from .experiments import Experiment
 from .profiles import get_profile
 
@@ -140,15 +141,20 @@ def hyperparameter_experiments(profile: str, seeds, sweep_seeds=None, weight_mul
 DEFEAT_KINDS = ("faster_rcnn", "retinanet", "cascade_rcnn")
 
 
-def defeat_comparison_experiments(profile: str, seeds, kinds=DEFEAT_KINDS) -> list[Experiment]:
-    """Notebook 04 (Table 3): per kind the teacher (first seed), the student alone, DeFeat and
-    GLAMD at every seed, and the global mask at every seed -- on Cascade R-CNN at the first seed only
-    (a row the paper lacks, kept to the budget)."""
+def kind_seeds(kind: str, seeds, two_stage_seeds=None) -> list[int]:
+    """A kind's seeds in Tables 1 and 3: ``two_stage_seeds`` for Faster and Cascade R-CNN when given
+    (their seed spread is larger: ``Profile.two_stage_seeds``), else ``seeds``."""
+    return list(two_stage_seeds) if two_stage_seeds and kind in TWO_STAGE_KINDS else list(seeds)
+
+
+def defeat_comparison_experiments(profile: str, seeds, kinds=DEFEAT_KINDS, two_stage_seeds=None) -> list[Experiment]:
+    """Notebook 04 (Table 3): per kind the teacher (first seed), the student alone, DeFeat, GLAMD and
+    the global mask at every seed of the kind (:func:`kind_seeds`)."""
     out = []
     for kind in kinds:
-        out.append(Experiment(kind, "teacher", profile, seed=seeds[0]))
-        out += [Experiment(kind, m, profile, seed=s) for m in ("none", "defeat", "glamd") for s in seeds]
-        out += [Experiment(kind, "global", profile, seed=s) for s in (seeds[:1] if kind == "cascade_rcnn" else seeds)]
+        ks = kind_seeds(kind, seeds, two_stage_seeds)
+        out.append(Experiment(kind, "teacher", profile, seed=ks[0]))
+        out += [Experiment(kind, m, profile, seed=s) for m in ("none", "defeat", "glamd", "global") for s in ks]
     return out
 
 
@@ -313,10 +319,12 @@ def calibration_chosen_experiments(profile: str, seeds, kinds=BOTH_KINDS, chosen
             + C.diagnostic_experiments(chosen, kinds, profile, seed=seeds[0]))
 
 
-def small_models_experiments(profile: str, seeds, kinds=BOTH_KINDS) -> list[Experiment]:
-    """Notebook 01 (Table 1): teacher (first seed), student and GLAMD at every seed, per kind."""
+def small_models_experiments(profile: str, seeds, kinds=BOTH_KINDS, two_stage_seeds=None) -> list[Experiment]:
+    """Notebook 01 (Table 1): teacher (first seed), student and GLAMD at every seed of the kind
+    (:func:`kind_seeds`), per kind."""
     return [Experiment(kind, "teacher", profile, seed=seeds[0]) for kind in kinds] + [
-        Experiment(kind, method, profile, seed=s) for kind in kinds for method in ("none", "glamd") for s in seeds]
+        Experiment(kind, method, profile, seed=s) for kind in kinds for method in ("none", "glamd")
+        for s in kind_seeds(kind, seeds, two_stage_seeds)]
 
 
 def error_analysis_experiments(profile: str, seeds, kinds=("retinanet", "faster_rcnn")) -> list[Experiment]:
@@ -341,14 +349,18 @@ def _experiments_of(experiments_with_labels):
     return [e for *_, e in experiments_with_labels]
 
 
+def _two_stage(profile: str):
+    return get_profile(profile).two_stage_seeds
+
+
 NOTEBOOK_PLANS = {
     "00_calibration": (lambda p, s: calibration_experiments(p, s) + calibration_chosen_experiments(p, s),
                        "its second stage trains each method at the point chosen on val: listed at the choice the "
                        "profile records; a different choice trains other runs"),
-    "01_voc_small_models": (lambda p, s: small_models_experiments(p, s), ""),
+    "01_voc_small_models": (lambda p, s: small_models_experiments(p, s, two_stage_seeds=_two_stage(p)), ""),
     "02_patch_size": (lambda p, s: patch_size_experiments(p, s), ""),
     "03_hyperparameters": (lambda p, s: _experiments_of(hyperparameter_experiments(p, s)), ""),
-    "04_defeat_comparison": (lambda p, s: defeat_comparison_experiments(p, s) + _experiments_of(
+    "04_defeat_comparison": (lambda p, s: defeat_comparison_experiments(p, s, two_stage_seeds=_two_stage(p)) + _experiments_of(
         defeat_screen_experiments(p, s[0], recorded_glamd_alpha(p))),
         "after the screen, its top variants are confirmed on a second seed: 3 more Faster R-CNN runs, "
         "chosen by the screen's numbers"),

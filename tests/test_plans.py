@@ -123,7 +123,17 @@ def test_table3_and_the_screen_reuse_notebook_00s_runs_and_change_one_component(
     two_kinds = {run_dir(e, runs_dir=tmp_path) for e in table3 if e.kind != "cascade_rcnn" and e.method != "teacher"}
     assert two_kinds == dirs_00
     dirs_00 |= {run_dir(e, runs_dir=tmp_path) for e in C.diagnostic_experiments(chosen, ["faster_rcnn"], "cpu")}
-    assert sum(e.kind == "cascade_rcnn" and e.method == "global" for e in table3) == 1
+    assert sum(e.kind == "cascade_rcnn" and e.method == "global" for e in table3) == 3  # every seed now
+    # five seeds for the two-stage rows where the profile says so (issue #29), three for RetinaNet
+    five = plans.defeat_comparison_experiments("cpu", [0, 1, 2], two_stage_seeds=get_profile("cpu").two_stage_seeds)
+    assert {(e.kind, e.seed) for e in five if e.method == "glamd"} == {
+        *((k, s) for k in ("faster_rcnn", "cascade_rcnn") for s in range(5)), *(("retinanet", s) for s in range(3))}
+    assert {run_dir(e, runs_dir=tmp_path) for e in table3} <= {run_dir(e, runs_dir=tmp_path) for e in five}
+    listed = plans.notebook_experiments("04_defeat_comparison", "cpu")[0]
+    assert {(e.kind, e.method, e.seed) for e in five} <= {(e.kind, e.method, e.seed) for e in listed}
+    table1 = plans.notebook_experiments("01_voc_small_models", "cpu")[0]
+    assert {(e.kind, e.seed) for e in table1 if e.method == "none"} == {
+        *(("faster_rcnn", s) for s in range(5)), *(("retinanet", s) for s in range(3))}
     screen = plans.defeat_screen_experiments("cpu", 0, glamd_alpha=0.5)
     assert len({run_dir(e, runs_dir=tmp_path) for *_, e in screen}) == len(screen)
     starts = {"defeat": get_profile("cpu").distill_for("faster_rcnn", "defeat"),
