@@ -32,10 +32,13 @@ def main(argv=None) -> pd.DataFrame:
     if a.out.is_file():
         older.append(read_costs(a.out))  # checked: a torn or negative table is named, not merged
     older.append(cost_table(results_costs(), source="results tables: training minutes only"))
-    for old in older:  # a (profile, kind, role) measured here replaces older rows of it
-        kept = old.merge(fresh[["profile", "kind", "role"]].drop_duplicates(), how="left", indicator=True)
-        fresh = pd.concat([fresh, kept[kept._merge == "left_only"][COST_COLUMNS]])
-    fresh = fresh.sort_values(["profile", "kind", "role", "threads"])
+    for old in older:  # a (profile, kind, role, backbone) measured here replaces older rows of it
+        measured = set(zip(fresh.profile, fresh.kind, fresh.role, fresh.backbone))
+        roles = {m[:3] for m in measured}
+        replaced = [(p, k, r, b) in measured or (not b and (p, k, r) in roles)  # no backbone: any backbone
+                    for p, k, r, b in zip(old.profile, old.kind, old.role, old.backbone)]
+        fresh = pd.concat([fresh, old[[not x for x in replaced]][COST_COLUMNS]])
+    fresh = fresh.sort_values(["profile", "kind", "role", "backbone", "threads"])
     a.out.parent.mkdir(parents=True, exist_ok=True)
     fresh = fresh.round({"minutes": 2})
     fresh.to_csv(a.out, index=False)

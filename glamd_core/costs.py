@@ -2,10 +2,12 @@
 
 Every estimate comes from a measurement: a finished run records its training, evaluation and set-up
 seconds in ``eval.json``; runs not yet trained are estimated by the median of finished runs of the
-same profile, detector kind and role (teacher / student alone / distilled student) at the same
-thread count -- from the run cache, else from ``results/benchmarks/run_costs.csv``, which
+same profile, detector kind, role (teacher / student alone / distilled student) and backbone at the
+same thread count -- from the run cache, else from ``results/benchmarks/run_costs.csv``, which
 ``python benchmarks/run_costs.py`` tabulates from a cache and which is committed so that a machine
-with an empty cache can still plan. A run with no measurement of its kind is listed as unknown.
+with an empty cache can still plan. A backbone never measured borrows its role's minutes with a
+source that says so (a ResNet10t student is not a RegNetX one); a run with no measurement of its
+kind is listed as unknown.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from .profiles import get_profile
 from .runs import RESULTS_DIR, RUNS_DIR
 
 COSTS_FILE = RESULTS_DIR / "benchmarks" / "run_costs.csv"
-COST_COLUMNS = ["profile", "kind", "role", "threads", "minutes", "n", "source"]
+COST_COLUMNS = ["profile", "kind", "role", "threads", "minutes", "n", "source", "backbone"]
 
 
 ROLE_OF_METHOD = {"teacher": "teacher", "none": "student"}  # every other method: "distilled"
@@ -30,6 +32,17 @@ ROLE_OF_METHOD = {"teacher": "teacher", "none": "student"}  # every other method
 
 def role_of(exp: Experiment) -> str:
     return ROLE_OF_METHOD.get(exp.method, "distilled")
+
+
+def backbone_of(exp: Experiment) -> str:
+    """The backbone a run trains: the teacher's for a teacher run, else the student's."""
+    return exp.teacher_backbone if exp.method == "teacher" else exp.student_backbone
+
+
+def _backbone_of_run(name: str) -> str:
+    """``<kind>-<backbone>-...``: run names carry their backbone."""
+    parts = str(name).split("-")
+    return parts[1] if len(parts) > 2 else ""
 
 
 def run_minutes(result: dict) -> float:
@@ -67,8 +80,9 @@ def measured_costs(runs_dir: Path = RUNS_DIR) -> pd.DataFrame:
         role = ("distilled" if config.get("what") == "distilled"
                 else "teacher" if config.get("backbone") == profile.teacher_backbone else "student")
         rows.append({"profile": result["profile"], "kind": result["kind"], "role": role,
-                     "threads": int(result.get("threads", 0)), "minutes": run_minutes(result), "run": d.name})
-    return pd.DataFrame(rows, columns=["profile", "kind", "role", "threads", "minutes", "run"])
+                     "threads": int(result.get("threads", 0)), "minutes": run_minutes(result), "run": d.name,
+                     "backbone": str(config.get("backbone", ""))})
+    return pd.DataFrame(rows, columns=["profile", "kind", "role", "threads", "minutes", "run", "backbone"])
 
 
 def results_costs(results_dir: Path = RESULTS_DIR) -> pd.DataFrame:
@@ -90,8 +104,9 @@ def results_costs(results_dir: Path = RESULTS_DIR) -> pd.DataFrame:
             role = (ROLE_OF_METHOD.get(method, "distilled") if isinstance(method, str)
                     else {"teacher": "teacher", "student": "student"}.get(getattr(r, "role", ""), "distilled"))
             rows.append({"profile": profile, "kind": r.kind, "role": role, "threads": 0,
-                         "minutes": float(r.train_minutes), "run": r.run})
-    return pd.DataFrame(rows, columns=["profile", "kind", "role", "threads", "minutes", "run"]).drop_duplicates("run")
+                         "minutes": float(r.train_minutes), "run": r.run, "backbone": _backbone_of_run(r.run)})
+    return pd.DataFrame(rows, columns=["profile", "kind", "role", "threads", "minutes", "run",
+                                       "backbone"]).drop_duplicates("run")
 
 
 def _check_minutes(minutes: pd.Series, where: str) -> None:
@@ -110,15 +125,27 @@ def read_costs(path: Path) -> pd.DataFrame:
     except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as error:
         raise ValueError(f"{path}: not a costs table ({error}); rewrite it with `python benchmarks/run_costs.py` "
                          "or delete it") from None
-    missing = [c for c in COST_COLUMNS if c not in table.columns and c != "source"]
+    missing = [c for c in COST_COLUMNS if c not in table.columns and c not in ("source", "backbone")]
     if missing:
         raise ValueError(f"{path}: a costs table needs columns {COST_COLUMNS}; missing {missing} (it has "
                          f"{list(table.columns)})")
     _check_minutes(table["minutes"], str(path))
-    if "source" not in table:
-        table["source"] = ""
-    table["source"] = table.source.astype(object).where(table.source.notna(), "")
+    for optional in ("source", "backbone"):  # tables written before these columns
+        if optional not in table:
+            table[optional] = ""
+        table[optional] = table[optional].astype(object).where(table[optional].notna(), "")
+    # rows from before backbones were recorded measured the profile's own backbones (no other was run)
+    table["backbone"] = [b or _default_backbone(p, k, r) for p, k, r, b in
+                         zip(table.profile, table.kind, table.role, table.backbone)]
     return table[COST_COLUMNS]
+
+
+def _default_backbone(profile: str, kind: str, role: str) -> str:
+    try:
+        P = get_profile(profile).for_kind(kind)
+    except (KeyError, ValueError):
+        return ""
+    return P.teacher_backbone if role == "teacher" else P.student_backbone
 
 
 def cost_table(measured: pd.DataFrame, source: str = "run cache") -> pd.DataFrame:
@@ -131,7 +158,8 @@ def cost_table(measured: pd.DataFrame, source: str = "run cache") -> pd.DataFram
         names = measured.run[bad].tolist() if "run" in measured else list(measured.index[bad])
         raise ValueError(f"negative or non-finite minutes for {names}: {measured.minutes[bad].tolist()}; "
                          "their eval.json times are wrong -- retrain or clear those runs")
-    g = measured.groupby(["profile", "kind", "role", "threads"]).minutes
+    measured = measured.assign(backbone=measured["backbone"] if "backbone" in measured else "")
+    g = measured.groupby(["profile", "kind", "role", "threads", "backbone"]).minutes
     return g.agg(minutes="median", n="count").reset_index().assign(source=source)[COST_COLUMNS]
 
 
@@ -150,15 +178,20 @@ class CostModel:
         return cls(pd.concat([cost_table(measured_costs(runs_dir)), committed]))
 
     def estimate(self, exp: Experiment) -> tuple[float, str]:
-        """``(minutes, source)``: the run cache's median for the run's profile, kind, role at the
-        run's own thread count (else at any thread count), else the committed table's; NaN if nothing
-        is known."""
+        """``(minutes, source)``: the run cache's median for the run's profile, kind, role and backbone
+        at the run's own thread count (else at any thread count), else the committed table's; a backbone
+        measured nowhere takes its role's minutes, and the source says whose; NaN if nothing is known."""
         t = self.table
         same = t[(t.profile == exp.profile) & (t.kind == exp.kind) & (t.role == role_of(exp))]
-        for rows in (same[same.threads == exp.threads], same):
+        backbone = backbone_of(exp)
+        ours = same[same.backbone == backbone]
+        for rows in (ours[ours.threads == exp.threads], ours, same[same.threads == exp.threads], same):
             if len(rows):
                 best = rows.iloc[0]  # earlier rows first: the run cache's before the committed table's
-                return float(best.minutes), f"{best.source}, median of {int(best.n)} at {int(best.threads)} thread(s)"
+                source = f"{best.source}, median of {int(best.n)} at {int(best.threads)} thread(s)"
+                if best.backbone != backbone:
+                    source += f" -- of {best.backbone or 'other'} runs: {backbone} not measured, expect a different cost"
+                return float(best.minutes), source
         return float("nan"), "unknown: no run of this kind measured"
 
 

@@ -168,13 +168,17 @@ def setting_label(exp) -> str:
     nothing; ``-`` for teachers and students alone)."""
     from dataclasses import fields
 
+    profile = get_profile(exp.profile).for_kind(exp.kind)
+    extra = [f"student={exp.student}"] if exp.student and exp.student != profile.student_backbone else []
+    if exp.init_from is not None:
+        extra.append(f"warm start from its {exp.init_from.method} run, seed {exp.init_from.seed}")
     if exp.method in ("teacher", "none"):
-        return "-"
+        return ", ".join(extra) or "-"
     chosen = get_profile(exp.profile).distill_for(exp.kind, exp.method)
     config = exp.distill_config()
     changed = [f"{f.name}={getattr(config, f.name)!r}" for f in fields(config)
                if f.name != "method" and getattr(config, f.name) != getattr(chosen, f.name)]
-    return ", ".join(changed) or "chosen"
+    return ", ".join(extra + changed) or "chosen"
 
 
 def format_plan(frame: pd.DataFrame, verbose: bool = True) -> str:
@@ -192,8 +196,12 @@ def format_plan(frame: pd.DataFrame, verbose: bool = True) -> str:
         if verbose:
             for r in todo.itertuples():
                 est = "unknown" if np.isnan(r.minutes) else f"~{r.minutes:.1f} min"
+                est += " (another backbone's cost)" if "not measured" in r.estimate else ""
                 lines.append(f"  to train: {r.kind:<12} {r.method:<8} seed {r.seed}  {r.setting:<40} {est}")
     unknown = f" ({a['unknown']} of them without a measured cost, counted as 0)" if a["unknown"] else ""
+    borrowed = int(frame[frame.status == "to train"].estimate.str.contains("not measured").sum())
+    if borrowed:
+        unknown += f" ({borrowed} estimated from another backbone's runs: their backbone has none measured)"
     h, m = divmod(round(a["wall_minutes"]), 60)
     lines.append(f"\nTotal: {a['to_train']} distinct runs to train{unknown}, ~{a['train_minutes']:.0f} min of runs; "
                  f"estimated wall ~{h} h {m:02d} min on {a['workers']} worker(s) (simulated: teachers first, longest "

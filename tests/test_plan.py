@@ -7,6 +7,7 @@ import math
 import os
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from glamd_core import costs, plans, reproduce as R
@@ -132,3 +133,24 @@ def test_the_pool_is_recorded_in_each_notebooks_manifest(tmp_path, monkeypatch):
     assert pool["wall_seconds"] > 0 and pool["train_minutes_of_those_runs"] == pytest.approx(seconds / 60, abs=0.051)
     [again] = R.reproduce("smoke", ["08_mask_visualization"], runs_dir=runs_dir)  # nothing to train: no pool entry
     assert "pool" not in json.loads((again.parent / "manifest.json").read_text())
+
+
+def test_estimates_match_the_backbone_and_say_when_they_borrow_another(tmp_path):
+    table = pd.DataFrame([
+        {"profile": "cpu", "kind": "faster_rcnn", "role": "student", "threads": 1, "minutes": 5.6, "n": 3,
+         "source": "cache", "backbone": "regnetx_002"},
+        {"profile": "cpu", "kind": "faster_rcnn", "role": "student", "threads": 1, "minutes": 12.0, "n": 1,
+         "source": "cache", "backbone": "resnet10t"}])
+    model = costs.CostModel(table)
+    assert model.estimate(Experiment("faster_rcnn", "none", "cpu"))[0] == 5.6
+    minutes, source = model.estimate(Experiment("faster_rcnn", "none", "cpu", student="resnet10t"))
+    assert minutes == 12.0 and "not measured" not in source
+    minutes, source = model.estimate(Experiment("faster_rcnn", "none", "cpu", student="resnet18"))
+    assert minutes == 5.6 and "resnet18 not measured" in source  # borrowed, and said
+    assert costs.CostModel(costs.read_costs(costs.COSTS_FILE)).estimate(Experiment("faster_rcnn", "glamd", "cpu"))[0] > 0
+    old = tmp_path / "old.csv"  # a table written before the backbone column: the profile's own backbones
+    table.drop(columns="backbone").to_csv(old, index=False)
+    assert set(costs.read_costs(old).backbone) == {"regnetx_002"}
+    assert R.setting_label(Experiment("faster_rcnn", "none", "cpu", student="resnet10t",
+                                      init_from=Experiment("faster_rcnn", "none", "cpu"))) == \
+        "student=resnet10t, warm start from its none run, seed 0"
