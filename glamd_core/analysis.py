@@ -97,6 +97,34 @@ def feature_distances(teacher: TrainedRun, students: dict[str, TrainedRun], imag
     return maps, pd.DataFrame(rows)
 
 
+def distance_claims(distances: pd.DataFrame, map_sides: dict, patch_size: int, row: str = "GLAMD",
+                    baseline: str = "global mask") -> pd.DataFrame:
+    """Figs. 3-4's claim, "``row``'s feature distance to the teacher is lower than ``baseline``'s", per
+    FPN level over training seeds: per seed, the mean L1 over the same images (a paired, per-image
+    difference averaged), then paired over seeds with its 95 % CI and a verdict after Holm over the
+    levels where the claim is testable. Where a level's map fits in one ``patch_size`` patch, GLAM is
+    the global mask by construction: that level gets ``untestable here`` and no test.
+    ``distances``: :func:`feature_distances`' frame with a ``seed`` column (the students' training
+    seed); ``map_sides``: :func:`fpn_map_sides`."""
+    from .stats import claim_verdicts, paired_differences
+
+    names = list(map_sides)
+    means = (distances[distances.student.isin([row, baseline])].groupby(["level", "student", "seed"]).L1.mean()
+             .reset_index())
+    testable, untestable = [], []
+    for level, part in means.groupby("level"):
+        name, hw = names[int(level)], map_sides[names[int(level)]]
+        if max(hw) <= patch_size:
+            untestable.append({"level": name, "cells": f"{hw[0]} x {hw[1]}", "verdict": "untestable here"})
+            continue
+        d = paired_differences(part.rename(columns={"student": "row", "L1": "AP"}), baseline).iloc[0]
+        testable.append(d.to_dict() | {"level": name, "cells": f"{hw[0]} x {hw[1]}"})
+    out = pd.DataFrame(testable)
+    if len(out):
+        out = claim_verdicts(out.assign(claim=out.level), -1, row="claim").drop(columns="claim")
+    return pd.concat([out, pd.DataFrame(untestable)], ignore_index=True)
+
+
 @torch.no_grad()
 def stage_masks(teacher: nn.Module, image: torch.Tensor, patch_size: int = 7, temperature: float = 0.5) -> list[dict]:
     """Per FPN stage, the teacher's global and local (GLAM) spatial masks for one image, each

@@ -140,6 +140,7 @@ RULES = {
     "show": lambda n, v: _int(n, v, 1),
     "sample_seed": lambda n, v: _int(n, v, 0),
     "seed": lambda n, v: _int(n, v, 0),
+    "second_patch": lambda n, v: _int(n, v, 1),
     "patch_size": _optional(lambda n, v: _int(n, v, 1)),
     "temperature": _optional(_positive_number),
     "grid": _optional(_grid),

@@ -338,6 +338,16 @@ def feature_distance_experiments(profile: str, seed: int = 0, kind: str = "retin
                                                                  for m in ("none", "global", "glamd")]
 
 
+def feature_distance_seeds_experiments(profile: str, seeds, patch_size: int = 2,
+                                       kind: str = "retinanet") -> list[tuple[str, Experiment]]:
+    """Notebook 07's second reading as ``(student, experiment)``: GLAMD at ``patch_size`` (02's runs at
+    patch 2, where GLAM and the global mask differ at P3-P5 on 128-px images) and the global mask, at
+    every seed (inference only, where the runs are cached)."""
+    glamd = replace(glamd_setting(profile, kind), patch_size=patch_size)
+    return [(name, e) for s in seeds for name, e in (("GLAMD", Experiment(kind, "glamd", profile, seed=s, distill=glamd)),
+                                                     ("global mask", Experiment(kind, "global", profile, seed=s)))]
+
+
 def mask_visualization_experiments(profile: str, kind: str = "retinanet") -> list[Experiment]:
     """Notebook 08 (Fig. 5): the teacher, whose masks it draws."""
     return [Experiment(kind, "teacher", profile)]
@@ -366,7 +376,8 @@ NOTEBOOK_PLANS = {
         "chosen by the screen's numbers"),
     "05_glam_ablation": (lambda p, s: ablation_experiments(p, s), ""),
     "06_error_analysis": (lambda p, s: error_analysis_experiments(p, s), ""),
-    "07_feature_distance": (lambda p, s: feature_distance_experiments(p, s[0]), ""),
+    "07_feature_distance": (lambda p, s: feature_distance_experiments(p, s[0])
+                            + _experiments_of(feature_distance_seeds_experiments(p, s)), ""),
     "08_mask_visualization": (lambda p, s: mask_visualization_experiments(p), ""),
     "09_mask_against_mask": (lambda p, s: [Experiment(k, "teacher", p, seed=s[0]) for k in MASK_KINDS]
                              + _experiments_of(mask_against_mask_experiments(p, s)), ""),
