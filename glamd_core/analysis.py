@@ -257,6 +257,21 @@ def error_losses(bands: pd.DataFrame, order=None) -> pd.DataFrame:
     return lost.stack().rename("AP lost").rename_axis([*ids, "error"]).reset_index()
 
 
+def error_loss_claims(bands: pd.DataFrame, baseline: str = "student") -> pd.DataFrame:
+    """Fig. 2's claim, "the distilled model loses less AP to every error type", read on
+    :func:`error_losses`: per kind and error type, each other ``model`` - ``baseline`` in AP lost,
+    paired per seed, with its 95 % CI and a verdict after Holm over the family (every kind x type).
+    ``bands``: long rows with ``kind``, ``model``, ``seed``, ``band``, ``AP``."""
+    from .stats import claim_verdicts, paired_differences
+
+    losses = error_losses(bands[["kind", "model", "seed", "band", "AP"]])
+    pairs = [paired_differences(part.rename(columns={"model": "row", "AP lost": "AP"}), baseline).assign(kind=kind, error=error)
+             for (kind, error), part in losses.groupby(["kind", "error"], sort=False)]
+    pairs = pd.concat(pairs, ignore_index=True)
+    named = pairs.assign(claim=pairs.kind + ": " + pairs.error)
+    return claim_verdicts(named, {c: -1 for c in named.claim}, row="claim").drop(columns="claim")
+
+
 def mean_bands(frames: list[pd.DataFrame]) -> pd.DataFrame:
     """Band frames averaged over runs (seeds): AP and PR curves."""
     out = frames[0].copy()
