@@ -49,6 +49,19 @@ def test_loaded_runs_reproduce_their_evaluation_and_feed_the_analyses(tmp_path, 
     for m in masks:
         assert m["global"].shape == m["local"].shape and m["global"].mean() == pytest.approx(1.0, rel=1e-4)
 
+    from glamd_core.analysis import coverage_summary, teacher_mask_coverage
+    cov = teacher_mask_coverage(teacher, [0, 1], patch_sizes=(2, 64), temperature=0.5)
+    assert list(dict.fromkeys(cov["mask"])) == ["global", "GLAM, patch 2", "GLAM, patch 64", "DeFeat boxes", "uniform"]
+    by = cov.set_index(["image", "level", "mask"])
+    uniform, boxes = by.xs("uniform", level="mask"), by.xs("DeFeat boxes", level="mask")
+    assert (uniform.inside - uniform.area).abs().max() < 1e-9 and (uniform.lift - 1).abs().max() < 1e-9
+    assert (boxes.inside - 1).abs().max() < 1e-9 and (boxes.boxes_holding == 1).all()  # labels: all on the boxes
+    # a patch covering the map: GLAM's local part is its global one
+    assert (by.xs("GLAM, patch 64", level="mask").inside - by.xs("global", level="mask").inside).abs().max() < 1e-6
+    assert (cov.peak > 0).all() and (cov.peak <= 1).all()
+    summary = coverage_summary(cov)
+    assert len(summary) == levels * 5 and list(summary["mask"][:5]) == list(dict.fromkeys(cov["mask"]))
+
 
 def test_mask_coverage_on_a_hand_made_map():
     import numpy as np
@@ -74,18 +87,6 @@ def test_mask_coverage_on_a_hand_made_map():
     with pytest.raises(ValueError, match="non-negative"):
         mask_coverage(-mask, big, 8)
 
-    from glamd_core.analysis import coverage_summary, teacher_mask_coverage
-    cov = teacher_mask_coverage(teacher, [0, 1], patch_sizes=(2, 64), temperature=0.5)
-    assert list(dict.fromkeys(cov["mask"])) == ["global", "GLAM, patch 2", "GLAM, patch 64", "DeFeat boxes", "uniform"]
-    by = cov.set_index(["image", "level", "mask"])
-    uniform, boxes = by.xs("uniform", level="mask"), by.xs("DeFeat boxes", level="mask")
-    assert (uniform.inside - uniform.area).abs().max() < 1e-9 and (uniform.lift - 1).abs().max() < 1e-9
-    assert (boxes.inside - 1).abs().max() < 1e-9 and (boxes.boxes_holding == 1).all()  # labels: all on the boxes
-    # a patch covering the map: GLAM's local part is its global one
-    assert (by.xs("GLAM, patch 64", level="mask").inside - by.xs("global", level="mask").inside).abs().max() < 1e-6
-    assert (cov.peak > 0).all() and (cov.peak <= 1).all()
-    summary = coverage_summary(cov)
-    assert len(summary) == levels * 5 and list(summary["mask"][:5]) == list(dict.fromkeys(cov["mask"]))
 
 
 def test_distance_claims_pair_over_seeds_and_leave_one_patch_levels_untestable():
