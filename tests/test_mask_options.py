@@ -124,7 +124,7 @@ def test_the_hybrid_is_defeats_feature_term_plus_glamds_head_terms(kind, defeat_
 
     defeat_config = DistillConfig("defeat", loss_form=defeat_form, alpha=0.7, beta=1.5, gamma=0.5)
     hybrid, module = losses(replace(defeat_config, glamd_heads=heads_form))
-    alone, _ = losses(defeat_config, adapters_from=_Without(module, "heads"))
+    alone, _ = losses(defeat_config, adapters_from=module.feature)
     heads, _ = losses(DistillConfig("glamd", loss_form=heads_form, alpha=0.0, beta=1.5, gamma=0.5),
                       adapters_from=module.heads)
     assert set(hybrid) == {"distill_feat", "distill_cls", "distill_loc"}
@@ -133,13 +133,3 @@ def test_the_hybrid_is_defeats_feature_term_plus_glamds_head_terms(kind, defeat_
         (heads["distill_cls"], heads["distill_loc"]), rel=1e-6)
     assert set(alone) == {"distill_feat"}  # DeFeat as chosen: a feature term only
 
-
-class _Without(torch.nn.Module):
-    """``module``'s state without one child (DeFeat's own weights, out of the hybrid's)."""
-
-    def __init__(self, module, child):
-        super().__init__()
-        self.sd = {k: v for k, v in module.state_dict().items() if not k.startswith(f"{child}.")}
-
-    def state_dict(self, *a, **k):
-        return self.sd

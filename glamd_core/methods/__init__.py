@@ -10,12 +10,15 @@ from __future__ import annotations
 
 from .attention_masks import MASK_MODE_OF, AttentionMaskDistillation
 from .defeat import DeFeatDistillation
+from .hybrid import HybridDistillation
 
 
 def build_method(config, two_stage: bool, student_channels: int, teacher_channels: int, levels: int):
     """The module computing ``config.method``'s losses (None for ``"none"``)."""
     if config.method == "none":
         return None
+    if config.method == "defeat" and config.glamd_heads is not None:
+        return HybridDistillation(config, two_stage, student_channels, teacher_channels, levels)
     if config.method == "defeat":
         return DeFeatDistillation(config, two_stage, student_channels, teacher_channels, levels)
     if config.method in MASK_MODE_OF:
@@ -23,4 +26,4 @@ def build_method(config, two_stage: bool, student_channels: int, teacher_channel
     raise ValueError(f"no distillation method {config.method!r}")
 
 
-__all__ = ["AttentionMaskDistillation", "DeFeatDistillation", "build_method"]
+__all__ = ["AttentionMaskDistillation", "DeFeatDistillation", "HybridDistillation", "build_method"]

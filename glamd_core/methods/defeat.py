@@ -2,8 +2,8 @@
 
 Feature imitation split into the ground-truth-box cells of each FPN level and the rest, each part
 normalised by its own size; for two-stage detectors optionally the RoI-class KL split into positive
-and negative RoIs. No dense-head or box terms, so ``gamma`` has no effect -- unless ``glamd_heads`` adds
-GLAMD's (the hybrid recipe of notebooks/09; DeFeat's RoI term is then off).
+and negative RoIs. No dense-head or box terms, so ``gamma`` has no effect (``glamd_heads`` adds GLAMD's:
+the hybrid recipe, ``methods/hybrid.py``).
 
 ``loss_form="reference"`` -- its official code (``ggjy/DeFeat.pytorch``, the released Faster R-CNN
 config): every box marks ONE level, chosen by its size as in mmdetection's RoI-level mapping,
@@ -37,12 +37,6 @@ class DeFeatDistillation(nn.Module):
         super().__init__()
         self.config, self.two_stage = config, two_stage
         self.adapters = feature_adapters(config.defeat_adapter, student_channels, teacher_channels, levels)
-        self.heads = None
-        if config.glamd_heads is not None:  # the hybrid recipe: GLAMD's head terms beside DeFeat's feature term
-            from .attention_masks import AttentionMaskDistillation
-
-            heads = config.heads_config().resolved(two_stage)
-            self.heads = AttentionMaskDistillation(heads, two_stage, student_channels, teacher_channels, levels)
 
     def forward(self, d) -> dict[str, torch.Tensor]:
         cfg = self.config
@@ -66,8 +60,6 @@ class DeFeatDistillation(nn.Module):
                     terms.append(defeat_feature_loss(t, a(s), fg, cfg.defeat_fg_weight, cfg.defeat_bg_weight))
             feature = sum(terms) / len(terms) if cfg.loss_form == "reference" else sum(terms)
             out["distill_feat"] = cfg.alpha * feature
-        if self.heads is not None:
-            return out | self.heads(d)
         if cfg.beta and self.two_stage and cfg.distill_roi:
             if cfg.defeat_roi_sampling == "teacher":
                 _, labels, (s_logits, _), (t_logits, _) = d.teacher_sampled_rois()
