@@ -1,7 +1,7 @@
 # Two commands do all set-up on a fresh machine (Python 3.11 with venv):
 #   make reproduce   the main job: every experiment notebook at the cpu profile (papermill) -> results/
 #   make test        unit tests + every notebook via nbval at the smoke profile, then the paper check
-#   make paper-check the paper_voc / paper_coco settings end to end on CPU (torchrun, 2 processes; ~3 min)
+#   make paper-check the paper_voc / paper_coco settings end to end on CPU (torchrun, 2 processes; ~2.5-3.5 min)
 #   make consistency one AP per run name and one teacher per kind across results/ (also a test)
 #   make lab         JupyterLab on notebooks/, kernel = this environment (PROFILE=smoke for a quick look)
 PYTHON ?= python3
