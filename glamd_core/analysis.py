@@ -106,23 +106,21 @@ def distance_claims(distances: pd.DataFrame, map_sides: dict, patch_size: int, r
     the global mask by construction: that level gets ``untestable here`` and no test.
     ``distances``: :func:`feature_distances`' frame with a ``seed`` column (the students' training
     seed); ``map_sides``: :func:`fpn_map_sides`."""
-    from .stats import claim_verdicts, paired_differences
+    from .stats import claim_verdicts, paired_by
 
     names = list(map_sides)
     means = (distances[distances.student.isin([row, baseline])].groupby(["level", "student", "seed"]).L1.mean()
              .reset_index())
-    testable, untestable = [], []
-    for level, part in means.groupby("level"):
-        name, hw = names[int(level)], map_sides[names[int(level)]]
-        if max(hw) <= patch_size:
-            untestable.append({"level": name, "cells": f"{hw[0]} x {hw[1]}", "verdict": "untestable here"})
-            continue
-        d = paired_differences(part.rename(columns={"student": "row", "L1": "AP"}), baseline).iloc[0]
-        testable.append(d.to_dict() | {"level": name, "cells": f"{hw[0]} x {hw[1]}"})
-    out = pd.DataFrame(testable)
-    if len(out):
-        out = claim_verdicts(out.assign(claim=out.level), -1, row="claim").drop(columns="claim")
-    return pd.concat([out, pd.DataFrame(untestable)], ignore_index=True)
+    means["level"] = [names[int(level)] for level in means.level]
+    means["cells"] = [" x ".join(map(str, map_sides[level])) for level in means.level]
+    one_patch = [max(map_sides[level]) <= patch_size for level in means.level]
+    untestable = means[one_patch].drop_duplicates("level")[["level", "cells"]].assign(verdict="untestable here")
+    testable = means[[not x for x in one_patch]]
+    out = pd.DataFrame()
+    if len(testable):
+        paired = paired_by(testable.rename(columns={"student": "row", "L1": "AP"}), ["level", "cells"], baseline)
+        out = claim_verdicts(paired.assign(claim=paired.level), -1, row="claim").drop(columns="claim")
+    return pd.concat([out, untestable], ignore_index=True)
 
 
 @torch.no_grad()
@@ -262,12 +260,10 @@ def error_loss_claims(bands: pd.DataFrame, baseline: str = "student") -> pd.Data
     :func:`error_losses`: per kind and error type, each other ``model`` - ``baseline`` in AP lost,
     paired per seed, with its 95 % CI and a verdict after Holm over the family (every kind x type).
     ``bands``: long rows with ``kind``, ``model``, ``seed``, ``band``, ``AP``."""
-    from .stats import claim_verdicts, paired_differences
+    from .stats import claim_verdicts, paired_by
 
     losses = error_losses(bands[["kind", "model", "seed", "band", "AP"]])
-    pairs = [paired_differences(part.rename(columns={"model": "row", "AP lost": "AP"}), baseline).assign(kind=kind, error=error)
-             for (kind, error), part in losses.groupby(["kind", "error"], sort=False)]
-    pairs = pd.concat(pairs, ignore_index=True)
+    pairs = paired_by(losses.rename(columns={"model": "row", "AP lost": "AP"}), ["kind", "error"], baseline)
     named = pairs.assign(claim=pairs.kind + ": " + pairs.error)
     return claim_verdicts(named, {c: -1 for c in named.claim}, row="claim").drop(columns="claim")
 

@@ -194,6 +194,16 @@ def paired_differences(frame: pd.DataFrame, baseline, row: str = "row", metric: 
     return pd.DataFrame(out, columns=columns)
 
 
+def paired_by(frame: pd.DataFrame, by, baseline, row: str = "row", metric: str = "AP",
+              seed: str = "seed") -> pd.DataFrame:
+    """:func:`paired_differences` within each group of ``by`` (a column or a list of them: each kind, each
+    kind and error type, ...), the groups' values as columns, groups in order of first appearance."""
+    by = [by] if isinstance(by, str) else list(by)
+    out = [paired_differences(part, baseline, row, metric, seed).assign(**dict(zip(by, key)))
+           for key, part in frame.groupby(by, sort=False)]
+    return pd.concat(out, ignore_index=True)
+
+
 def effect_text(mean: float, std: float, n: int, agree: int, unit: str = "AP") -> str:
     """One paired effect as a sentence fragment, e.g. ``+3.54 ± 0.54 AP (3/3 seeds agree)``."""
     n, agree = int(n), int(agree)

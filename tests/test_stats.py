@@ -257,3 +257,19 @@ def test_tolerance_claims_read_each_band_point_against_a_share_of_the_gain():
     assert family_verdict([]) == "inconclusive"
     with pytest.raises(ValueError, match="finite gain"):
         tolerance_claims(points, gain=float("nan"), tolerance_share=0.1)
+
+
+def test_paired_by_is_paired_differences_within_each_group():
+    import pandas as pd
+
+    from glamd_core.stats import paired_by, paired_differences
+
+    frame = pd.DataFrame([{"kind": k, "row": r, "seed": s, "AP": ap}
+                          for k, base in (("b", 10.0), ("a", 20.0)) for s in range(3)
+                          for r, ap in (("student", base + s), ("GLAMD", base + 2 * s + 1))])
+    got = paired_by(frame, "kind", "student")
+    assert list(got.kind) == ["b", "a"]  # groups in order of first appearance
+    for kind in ("a", "b"):
+        alone = paired_differences(frame[frame.kind == kind], "student").iloc[0]
+        row = got[got.kind == kind].iloc[0]
+        assert row["mean"] == alone["mean"] and row["ci_low"] == alone["ci_low"] and row["per_seed"] == alone["per_seed"]
