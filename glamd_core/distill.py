@@ -277,6 +277,12 @@ class Distiller(nn.Module):
         """Height and width of the padded input batch (strides are its size over a map's)."""
         return tuple(self._tap["transformed"][0].tensors.shape[-2:])
 
+    def level_strides(self) -> list[float]:
+        """Each FPN level's nominal stride in input pixels: the padded input's height over the map's,
+        rounded to a power of two, as the level's anchors are laid out."""
+        input_h = self.input_size()[0]
+        return [2.0 ** round(math.log2(input_h / f.shape[-2])) for f in self.teacher_features()]
+
     def _teacher_outputs(self, batch: torch.Tensor) -> TeacherOutputs:
         cached = (self.teacher_cache.lookup(batch, recompute=lambda: run_teacher(self.teacher, batch))
                   if self.teacher_cache is not None else None)

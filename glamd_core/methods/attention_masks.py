@@ -28,8 +28,6 @@ and 1 - IoU as weighted means over all anchors of all levels, plus (two-stage) t
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
@@ -90,10 +88,8 @@ class AttentionMaskDistillation(nn.Module):
         """``glamd_feature_mask="boxes"``: each part's spatial mask replaced by the ground-truth boxes'
         (DeFeat's cells on every level), normalised as that part's attention mask is; channel masks kept."""
         boxes = [t["boxes"] for t in d.targets()]
-        input_h = d.input_size()[0]
         out = []
-        for t, p in zip(t_feats, parts):
-            stride = 2.0 ** round(math.log2(input_h / t.shape[-2]))
+        for t, p, stride in zip(t_feats, parts, d.level_strides()):
             fg = box_foreground_mask(boxes, *t.shape[-2:], stride)
             boxed = box_spatial_masks(fg, self.config.patch_size)
             out.append({name: (boxed["global" if name in ("global", "uniform") else "local"].to(t.dtype), channel)

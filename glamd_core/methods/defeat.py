@@ -44,8 +44,7 @@ class DeFeatDistillation(nn.Module):
         if cfg.alpha:
             t_feats, s_feats = d.teacher_features(), d.student_features()
             boxes = [t["boxes"] for t in d.targets()]
-            input_h = d.input_size()[0]
-            strides = [2.0 ** round(math.log2(input_h / f.shape[-2])) for f in t_feats]  # nominal, as its anchors
+            strides = d.level_strides()
             if cfg.defeat_foreground == "glam":  # a soft foreground from the attention masks (notebooks/09)
                 masks = [glam_foreground(t, a(s), cfg) for a, t, s in zip(self.adapters, t_feats, s_feats)]
             else:
