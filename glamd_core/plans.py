@@ -160,6 +160,8 @@ def defeat_comparison_experiments(profile: str, seeds, kinds=DEFEAT_KINDS, two_s
 
 # Mask against mask (issue #30): the masks swapped with each recipe held fixed, and the recipes' parts.
 MASK_KINDS = ("faster_rcnn", "retinanet", "cascade_rcnn")
+HYBRID_ROW = "hybrid: DeFeat's feature term + GLAMD's head terms"
+CASCADE_MASK_ROWS = ("GLAMD", "DeFeat", "GLAMD, feature term only", HYBRID_ROW)  # the rows that split the recipes
 
 
 def mask_against_mask_experiments(profile: str, seeds, kinds=MASK_KINDS) -> list[tuple[str, str, Experiment]]:
@@ -178,8 +180,7 @@ def mask_against_mask_experiments(profile: str, seeds, kinds=MASK_KINDS) -> list
                 ("GLAMD, box mask", "glamd", replace(glamd, glamd_feature_mask="boxes")),
                 ("DeFeat, GLAM foreground", "defeat", replace(defeat, defeat_foreground="glam")),
                 ("GLAMD, feature term only", "glamd", replace(glamd, beta=0.0, gamma=0.0)),
-                ("hybrid: DeFeat's feature term + GLAMD's head terms", "defeat",
-                 replace(defeat, glamd_heads=glamd.loss_form)),
+                (HYBRID_ROW, "defeat", replace(defeat, glamd_heads=glamd.loss_form)),
                 ("GLAMD, patch 2", "glamd", replace(glamd, patch_size=2))]
         if kind == "cascade_rcnn":
             rows = [r for r in rows if r[0] in CASCADE_MASK_ROWS]
@@ -187,9 +188,6 @@ def mask_against_mask_experiments(profile: str, seeds, kinds=MASK_KINDS) -> list
             out += [(row, recipe, Experiment(kind, recipe, profile, seed=s, distill=distill))
                     for row, recipe, distill in rows]
     return out
-
-
-CASCADE_MASK_ROWS = ("GLAMD", "DeFeat", "GLAMD, feature term only", "hybrid: DeFeat's feature term + GLAMD's head terms")
 
 
 def defeat_screen_experiments(profile: str, seed: int, glamd_alpha: float | None = None,

@@ -168,13 +168,14 @@ def setting_label(exp) -> str:
     nothing; ``-`` for teachers and students alone)."""
     from dataclasses import fields
 
-    profile = get_profile(exp.profile).for_kind(exp.kind)
-    extra = [f"student={exp.student}"] if exp.student and exp.student != profile.student_backbone else []
+    profile = get_profile(exp.profile)
+    student = profile.for_kind(exp.kind).student_backbone
+    extra = [f"student={exp.student}"] if exp.student and exp.student != student else []
     if exp.init_from is not None:
         extra.append(f"warm start from its {exp.init_from.method} run, seed {exp.init_from.seed}")
     if exp.method in ("teacher", "none"):
         return ", ".join(extra) or "-"
-    chosen = get_profile(exp.profile).distill_for(exp.kind, exp.method)
+    chosen = profile.distill_for(exp.kind, exp.method)
     config = exp.distill_config()
     changed = [f"{f.name}={getattr(config, f.name)!r}" for f in fields(config)
                if f.name != "method" and getattr(config, f.name) != getattr(chosen, f.name)]

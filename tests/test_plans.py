@@ -179,3 +179,14 @@ def test_mask_against_mask_reuses_table3_and_02_and_changes_one_part(tmp_path):
         assert changed == {"GLAMD": set(), "DeFeat": set(), "GLAMD, box mask": {"glamd_feature_mask"},
                            "DeFeat, GLAM foreground": {"defeat_foreground"}, "GLAMD, feature term only": {"beta", "gamma"},
                            "GLAMD, patch 2": {"patch_size"}, hybrid: {"glamd_heads"}}[row], (row, changed)
+
+
+def test_the_readings_name_the_rows_the_plans_make():
+    """recipe_parts and gap pair rows by name: a row renamed in a plan must not drop a claim silently."""
+    from glamd_core import gap, recipe_parts
+
+    made = {row for row, _, _ in plans.mask_against_mask_experiments("cpu", [0, 1, 2])}
+    assert {name for _, a, b in recipe_parts.COMPARISONS for name in (a, b)} == made
+    assert recipe_parts.HYBRID == plans.HYBRID_ROW
+    rows = {row for _, row, _ in plans.teacher_student_gap_experiments("cpu", [0, 1, 2])}
+    assert {gap.STUDENT, gap.GLAMD, gap.DEFEAT} <= rows
