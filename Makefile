@@ -5,6 +5,15 @@
 #   make consistency one AP per run name and one teacher per kind across results/ (also a test)
 #   make lab         JupyterLab on notebooks/, kernel = this environment (PROFILE=smoke for a quick look)
 PYTHON ?= python3
+# Canonical CPU kernels (glamd_core/kernels.py, docs/reproducibility.md): every process a target starts
+# -- pool workers, papermill and Jupyter kernels, pytest, the paper check -- runs AVX2 kernels, so an
+# AVX-512 machine trains what an AVX2-only one trains. Set here, before any torch process starts;
+# a CPU without AVX2 runs its own kernels, and its runs are keyed by them.
+ifeq ($(shell grep -qw avx2 /proc/cpuinfo 2>/dev/null && echo yes),yes)
+export ATEN_CPU_CAPABILITY := avx2
+export ONEDNN_MAX_CPU_ISA := AVX2
+export MKL_CBWR := AVX2
+endif
 VENV := .venv
 PY := $(VENV)/bin/python
 PROFILE ?= cpu

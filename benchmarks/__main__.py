@@ -17,6 +17,11 @@ every variant alike. Writes the printed report and the figures as json to ``--ou
 
 from __future__ import annotations
 
+from glamd_core.kernels import exec_canonical
+
+if __name__ == "__main__":  # before torch starts: benchmarks that train run on the canonical kernels
+    exec_canonical()
+
 import argparse
 import json
 import math

@@ -11,6 +11,11 @@ kinds, seeds 0 and 1) for one epoch each, which takes a few minutes on 2 cores.
 
 from __future__ import annotations
 
+from glamd_core.kernels import exec_canonical
+
+if __name__ == "__main__":  # before torch starts: benchmarks that train run on the canonical kernels
+    exec_canonical()
+
 import argparse
 import tempfile
 import time

@@ -7,9 +7,14 @@ import json
 import os
 from dataclasses import asdict, fields, replace
 
-from .detectors import KINDS
-from .distill import METHODS, DistillConfig
-from .profiles import PROFILES, get_profile
+from .kernels import exec_canonical
+
+if __name__ == "__main__":  # before torch starts: the command line trains on the canonical kernels
+    exec_canonical()
+
+from .detectors import KINDS  # noqa: E402
+from .distill import METHODS, DistillConfig  # noqa: E402
+from .profiles import PROFILES, get_profile  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:

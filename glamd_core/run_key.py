@@ -4,13 +4,15 @@ A run is ``<kind>-<backbone>[-<method>]-s<seed>-<key>``, the key a hash of its c
 covers: what is trained (a detector alone, a student distilled from a named teacher run, or an
 imported checkpoint by its content), the detector's settings, the training settings (the seed
 among them; not what leaves the weights unchanged: progress bars, gradient-norm logging), the
-dataset (by name or layout, not by where it is mounted), the ImageNet weights a backbone starts
-from, and the distillation settings as they resolve. Settings added after runs were cached are
+dataset (a synthetic set by the fingerprint of its content, real data by layout -- not by where it
+is mounted), the CPU kernels the process runs (``kernels.kernel_key``: canonical AVX2, or what they
+are), the ImageNet weights a backbone starts from, and the distillation settings as they resolve. Settings added after runs were cached are
 keyed only when they differ from the value those runs had (``TRAIN_KEYED_WHEN_CHANGED``,
 ``distill.KEYED_WHEN_CHANGED``), so old keys stay valid -- the torch thread count among them: CPU
 float sums depend on it, one thread is canonical and unkeyed, any other count is keyed. What the
 weights also depend on but the key does not cover (the CPU's vector kernels, the image libraries) is
-recorded beside each run (:func:`unkeyed_environment`).
+recorded beside each run (:func:`unkeyed_environment`): the library versions, the CPU, and the
+kernels' settings in full.
 
 The key covers the configuration, not the code: each run records the commit that trained it.
 """
@@ -23,23 +25,28 @@ from dataclasses import asdict
 from pathlib import Path
 
 from .data.real import RealData
+from .data.synthetic import fingerprint
 from .detectors import TWO_STAGE_KINDS
 from .distill import KEYED_WHEN_CHANGED, NOT_KEYED, DistillConfig
 from .engine import CHECKPOINT, TRAIN_KEYED_WHEN_CHANGED
 from .files import REPO_ROOT, env_path
+from .kernels import kernel_key
 from .profiles import Profile
 
 
 def unkeyed_environment() -> dict:
-    """What a CPU run's weights also depend on, recorded beside every run and results folder but not
-    keyed (runs cached before it was recorded could not be found again): the vector kernels torch
-    dispatches to (AVX2 / AVX512 sum in other orders), the CPU, and the libraries that draw and encode
-    the synthetic images."""
+    """What a CPU run's weights depend on, recorded beside every run and results folder: the kernels
+    in full (:func:`kernels.state`; the key names them in short), the CPU, and the library versions --
+    torch and torchvision, pinned; numpy and Pillow, which draw and encode the synthetic images (a
+    dataset they draw otherwise has another fingerprint, so another key)."""
     import platform
 
     import numpy
     import PIL
     import torch
+    import torchvision
+
+    from .kernels import state
 
     model = platform.processor()
     try:
@@ -47,8 +54,9 @@ def unkeyed_environment() -> dict:
                       if line.startswith("model name")), model)
     except OSError:
         pass
-    return {"cpu_capability": torch.backends.cpu.get_cpu_capability(), "cpu_model": model,
-            "numpy": numpy.__version__, "pillow": PIL.__version__}
+    return {"cpu_capability": torch.backends.cpu.get_cpu_capability(), "kernels": state(), "cpu_model": model,
+            "torch": torch.__version__, "torchvision": torchvision.__version__, "numpy": numpy.__version__,
+            "pillow": PIL.__version__}
 
 
 def config_key(config: dict) -> str:
@@ -71,17 +79,15 @@ def backbone_weights(backbone: str) -> Path:
         "environment variable GLAMD_WEIGHTS at the folder holding <backbone>.safetensors files.")
 
 
-def data_name(root: Path) -> str:
-    return str(root.relative_to(REPO_ROOT)) if root.is_relative_to(REPO_ROOT) else str(root)
-
-
 def data_key(profile: Profile, root: Path) -> str:
-    """The dataset as run keys know it: a synthetic set by its folder (named by its spec's hash), real
-    data by layout and splits -- not by where it is mounted, so a run trained on another machine's
-    copy (a teacher from a cluster) is the same run here."""
+    """The dataset as run keys know it: a synthetic set by the fingerprint of its content (annotations
+    and image bytes, :func:`data.synthetic.fingerprint`: another Pillow that encodes other JPEG bytes
+    gives other keys, not silently other weights), real data by layout and splits -- not by where it
+    is mounted, so a run trained on another machine's copy (a teacher from a cluster) is the same run
+    here."""
     if isinstance(profile.data, RealData):
         return f"{profile.data.layout} " + json.dumps(profile.data.splits, sort_keys=True)
-    return data_name(root)
+    return f"synthetic sha256:{fingerprint(root)}"
 
 
 def imported_run(kind: str, backbone: str, profile: Profile, checkpoint: str | Path, root: Path) -> tuple[str, dict]:
@@ -95,7 +101,7 @@ def imported_run(kind: str, backbone: str, profile: Profile, checkpoint: str | P
         for block in iter(lambda: f.read(1 << 24), b""):
             digest.update(block)
     config = {"what": "imported", "kind": kind, "backbone": backbone, "checkpoint_sha256": digest.hexdigest(),
-              "detector": profile.detector, "data": data_key(profile, root)}
+              "detector": profile.detector, "data": data_key(profile, root), "kernels": kernel_key()}
     return f"{kind}-{backbone}-imported", config
 
 
@@ -106,7 +112,7 @@ def keyed_settings(profile: Profile, seed: int, root: Path, backbone: str) -> di
     cfg = profile.with_train(seed=seed).train
     train = {k: v for k, v in asdict(cfg).items() if not (k in TRAIN_KEYED_WHEN_CHANGED and v == TRAIN_KEYED_WHEN_CHANGED[k])}
     keyed = {"detector": profile.detector, "train": train | {"progress": None, "grad_norm_every": None},
-             "data": data_key(profile, root)}
+             "data": data_key(profile, root), "kernels": kernel_key()}
     if profile.pretrained_backbones:  # absent otherwise: cpu keys as before
         weights = backbone_weights(backbone)
         keyed["pretrained_backbone"] = f"{weights.name} {weights.stat().st_size} bytes"

@@ -148,6 +148,13 @@ def dataset_root(profile: Profile, data_root: str | Path | None = None, data_dir
         return ensure_dataset(root, spec, progress=profile.train.progress)
 
 
+def keyed_root(profile: Profile, data_root: str | Path | None = None, data_dir: Path = DATA_DIR) -> Path:
+    """The dataset folder a run key is computed from: a synthetic set generated on first use (its key
+    is its content's fingerprint); real data only named, not checked (a plan may list paper runs on
+    a machine without the data)."""
+    return dataset_root(profile, data_root, data_dir, generate=not isinstance(profile.data, RealData))
+
+
 def splits(profile: Profile) -> dict[str, str]:
     """The dataset split for each role: ``train``; ``val``, on which settings are chosen; ``test``,
     held out, which every table reports. The paper profiles' real data has no val split (VOC2007's
@@ -318,8 +325,7 @@ def import_detector(kind: str, backbone: str, profile: Profile, checkpoint: str 
 def imported_run_dir(kind: str, backbone: str, profile: Profile, checkpoint: str | Path, runs_dir: Path = RUNS_DIR,
                      data_root: str | Path | None = None, data_dir: Path = DATA_DIR) -> Path:
     """Where :func:`import_detector` keeps ``checkpoint``'s run (nothing is evaluated or generated)."""
-    name, config = imported_run(kind, backbone, profile, checkpoint, dataset_root(profile, data_root, data_dir,
-                                                                                  generate=False))
+    name, config = imported_run(kind, backbone, profile, checkpoint, keyed_root(profile, data_root, data_dir))
     return Path(runs_dir) / f"{name}-{config_key(config)}"
 
 
@@ -333,10 +339,10 @@ def run_dir_of(kind: str, backbone: str, profile: Profile, seed: int = 0, runs_d
                teacher_backbone: str | None = None, teacher_seed: int | None = None,
                teacher_checkpoint: str | Path | None = None, init_run: str | Path | None = None) -> Path:
     """Where :func:`train_detector` (``distill`` None) or :func:`train_distilled` keeps this run,
-    computed without training or generating anything: ``(run_dir / "eval.json").exists()`` tells
-    whether it is finished."""
+    computed without training anything (a synthetic dataset is generated on first use: the key names
+    its content): ``(run_dir / "eval.json").exists()`` tells whether it is finished."""
     profile = profile.for_kind(kind)  # by_kind settings, also when called without an Experiment
-    root = dataset_root(profile, data_root, data_dir, generate=False)
+    root = keyed_root(profile, data_root, data_dir)
     init = None if init_run is None else Path(init_run).name
     if distill is None:
         name, config = detector_run(kind, backbone, profile, seed, root, init)

@@ -23,6 +23,7 @@ The output is real Pascal VOC layout plus COCO json for the same images, read ba
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 from dataclasses import asdict, dataclass
@@ -30,6 +31,7 @@ from pathlib import Path
 from xml.etree import ElementTree as ET
 
 import numpy as np
+import PIL
 from PIL import Image, ImageDraw, ImageFilter
 from tqdm.auto import tqdm
 
@@ -235,8 +237,51 @@ def generate(out: str | Path, spec: SyntheticSpec = SyntheticSpec(), progress: b
         (out / "annotations" / f"instances_{split}.json").write_text(json.dumps(coco))
     # Not part of the VOC layout; the VOC loader uses it to learn the class list of this dataset.
     (out / "classes.txt").write_text("".join(n + "\n" for n in CLASS_NAMES))
-    (out / "spec.json").write_text(json.dumps(asdict(spec), indent=2))
+    _write_fingerprint(out)
+    (out / "spec.json").write_text(json.dumps(asdict(spec), indent=2))  # last: its presence means complete
     return out
+
+
+FINGERPRINT_FILE = "fingerprint.json"
+_CONTENT = ("JPEGImages", "Annotations", "ImageSets", "annotations", "classes.txt")
+
+
+def content_sha256(root: str | Path) -> str:
+    """sha256 over the dataset's content: every file's path (relative) and bytes, in path order --
+    images, VOC and COCO annotations, split lists and the class list; not ``spec.json`` (how it was
+    asked for) nor where the folder lies."""
+    root = Path(root)
+    digest = hashlib.sha256()
+    files = sorted(p for name in _CONTENT for p in ([root / name] if (root / name).is_file()
+                                                     else (root / name).rglob("*")) if p.is_file())
+    for path in files:
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0")
+        digest.update(path.read_bytes())
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+def _write_fingerprint(root: Path) -> str:
+    value = content_sha256(root)
+    tmp = root / f".{FINGERPRINT_FILE}.tmp"
+    tmp.write_text(json.dumps({"sha256": value, "pillow": PIL.__version__, "numpy": np.__version__}, indent=2))
+    tmp.replace(root / FINGERPRINT_FILE)
+    return value
+
+
+def fingerprint(root: str | Path) -> str:
+    """The content fingerprint of the generated dataset at ``root`` (written when it was generated;
+    computed and written now for a dataset generated before fingerprints existed). Run keys name the
+    dataset by it, so the same spec drawn or encoded into other bytes -- another numpy or Pillow --
+    is another dataset."""
+    root = Path(root)
+    if not (root / "spec.json").is_file():
+        raise FileNotFoundError(f"{root} holds no finished synthetic dataset (no spec.json): generate it first "
+                                "(runs.dataset_root does so on first use)")
+    try:
+        return json.loads((root / FINGERPRINT_FILE).read_text())["sha256"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return _write_fingerprint(root)
 
 
 def ensure_dataset(out: str | Path, spec: SyntheticSpec = SyntheticSpec(), progress: bool = True) -> Path:
