@@ -42,6 +42,8 @@ def main(argv: list[str] | None = None) -> None:
     rep.add_argument("--slurm", action="append", default=[], metavar="KEY=VALUE",
                      help="submitit: a parameter for executor.update_parameters, e.g. --slurm timeout_min=240 "
                      "--slurm slurm_partition=gpu --slurm gpus_per_node=1 (repeatable)")
+    sub.add_parser("kernels", help="print this process's CPU kernels as JSON: ATen's dispatch, the oneDNN and MKL "
+                   "settings, and whether they are the canonical ones (docs/reproducibility.md)")
     tr = sub.add_parser("run", help="train (or fetch from runs/) and evaluate one experiment: a teacher, a "
                         "student alone, or a distilled student")
     tr.add_argument("--profile", default="cpu", choices=sorted(PROFILES))
@@ -96,6 +98,11 @@ def main(argv: list[str] | None = None) -> None:
                 print("executed", out)
         finally:
             close()
+        return
+    if a.command == "kernels":
+        from .kernels import state
+
+        print(json.dumps(state(), indent=2))
         return
     if a.command == "runs":
         from .experiments import clear_runs, list_runs
