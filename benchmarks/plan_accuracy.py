@@ -15,6 +15,11 @@ whose runs it finds cached -- the situation the per-notebook budgets describe):
 
 Prints estimate, measurement and their ratio per notebook; writes them to
 ``results/benchmarks/plan_accuracy.csv``. The goal: within 15 %.
+
+File times can be skewed (a cache copied without them, a clock set back): a run whose ``eval.json``
+is older than its start counts as empty and the row's ``note`` says how many did. Where every run
+did, nothing was measured: the measured wall is 0 and the ratio NaN, with that note -- not a
+division by zero.
 """
 
 from __future__ import annotations
@@ -50,6 +55,15 @@ def busy_seconds(spans: list[tuple[float, float]]) -> float:
             total += end - max(start, reach)
             reach = end
     return total
+
+
+def skew_note(spans: list[tuple[float, float]]) -> str:
+    """What skewed file times left out of the measurement ('' when nothing was)."""
+    skewed = sum(e < s for s, e in spans)
+    if not skewed:
+        return ""
+    return (f"{skewed} of {len(spans)} runs end before they start (eval.json older than config.json minus set-up: "
+            "skewed file times), counted as empty" + ("; nothing measured, no ratio" if skewed == len(spans) else ""))
 
 
 def main(argv=None) -> pd.DataFrame:
@@ -90,10 +104,15 @@ def main(argv=None) -> pd.DataFrame:
         minutes = [model.estimate(e)[0] for e in new.values()]
         estimate = simulate_wall(list(new.values()), minutes, a.workers, a.runs_dir)
         measured = busy_seconds(spans) / 60
+        note = skew_note(spans)
+        if note:
+            print(f"{name}: {note}")
         rows.append({"notebook": name, "new runs": len(new), "estimated wall min": round(estimate, 1),
                      "measured wall min": round(measured, 1), "first start to last end min": round(
-                         (max(e for _, e in spans) - start) / 60, 1), "estimate / measured": round(estimate / measured, 3),
-                     "runs behind the estimate": len(before), "unknown costs": int(sum(map(math.isnan, minutes)))})
+                         (max(e for _, e in spans) - start) / 60, 1),
+                     "estimate / measured": round(estimate / measured, 3) if measured > 0 else math.nan,
+                     "runs behind the estimate": len(before), "unknown costs": int(sum(map(math.isnan, minutes))),
+                     "note": note})
     frame = pd.DataFrame(rows)
     if frame.empty:
         raise SystemExit(f"nothing measured; {a.out} left as it was")

@@ -41,7 +41,8 @@ def main(argv: list[str] | None = None) -> None:
     rep.add_argument("--scheduler", default=None, help="dask: the scheduler's address, e.g. tcp://host:8786")
     rep.add_argument("--slurm", action="append", default=[], metavar="KEY=VALUE",
                      help="submitit: a parameter for executor.update_parameters, e.g. --slurm timeout_min=240 "
-                     "--slurm slurm_partition=gpu --slurm gpus_per_node=1 (repeatable)")
+                     "--slurm slurm_partition=gpu --slurm gpus_per_node=1 (repeatable); --slurm cluster=local "
+                     "runs submitit's jobs on this machine, which without it is refused where no SLURM is found")
     sub.add_parser("kernels", help="print this process's CPU kernels as JSON: ATen's dispatch, the oneDNN and MKL "
                    "settings, and whether they are the canonical ones (docs/reproducibility.md)")
     tr = sub.add_parser("run", help="train (or fetch from runs/) and evaluate one experiment: a teacher, a "
@@ -93,9 +94,13 @@ def main(argv: list[str] | None = None) -> None:
             executor, close = _executor(a)
         except ValueError as error:
             p.error(str(error))
+        from .runs import BrokenRun
+
         try:
             for out in reproduce(a.profile, a.names, a.workers, a.data_root, executor=executor, pool=a.pool):
                 print("executed", out)
+        except BrokenRun as error:  # a cached run's torn eval.json, named before the pool trains
+            p.error(str(error))
         finally:
             close()
         return
@@ -136,12 +141,15 @@ def main(argv: list[str] | None = None) -> None:
         except ValueError as error:
             p.error(str(error))
         from .engine import TrainingStopped
+        from .runs import BrokenRun
 
         try:
             result = run(exp, data_root=a.data_root)  # under torchrun: one DDP run over every rank
         except TrainingStopped as stopped:
             print(stopped)
             return
+        except BrokenRun as error:
+            p.error(str(error))
         if os.environ.get("RANK", "0") == "0":
             print(json.dumps(result, indent=2))
 
@@ -192,7 +200,11 @@ def _executor(a):
         if not sep:
             raise ValueError(f"--slurm takes KEY=VALUE, got {item!r}")
         options[key] = int(value) if value.isdigit() else value
-    executor = submitit.AutoExecutor(folder=RUNS_DIR / "submitit")
+    cluster = options.pop("cluster", None)  # submitit's own choice unless asked for
+    executor = submitit.AutoExecutor(folder=RUNS_DIR / "submitit", cluster=cluster)
+    if cluster is None and executor.cluster != "slurm":  # AutoExecutor falls back to this machine, silently
+        raise ValueError(f"--executor submitit: no SLURM cluster was found (submitit would run the pool here, as "
+                         f"{executor.cluster!r}); use --executor local, or --slurm cluster=local to ask for that")
     executor.update_parameters(**options)
     return executor, lambda: None
 

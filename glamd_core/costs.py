@@ -116,9 +116,23 @@ def _check_minutes(minutes: pd.Series, where: str) -> None:
                          f"{list(minutes.index[bad])})")
 
 
+def _check_counts(table: pd.DataFrame, column: str, where: str) -> None:
+    """``threads`` and ``n`` are whole numbers >= 0: an estimate's source prints them as integers, and an
+    empty cell would fail there, naming nothing."""
+    values = pd.to_numeric(table[column], errors="coerce")
+    bad = ~(values.notna() & (values >= 0) & (values % 1 == 0))
+    if bad.any():
+        i = int(bad.to_numpy().nonzero()[0][0])
+        raise ValueError(f"{where}: column {column!r} holds whole numbers >= 0; row {i + 1} (line {i + 2}) has "
+                         f"{table[column].iloc[i]!r} ({int(bad.sum())} such row(s)); rewrite it with "
+                         "`python benchmarks/run_costs.py` or fix the row")
+    table[column] = values.astype(int)
+
+
 def read_costs(path: Path) -> pd.DataFrame:
-    """A committed costs table, checked: a readable csv with :data:`COST_COLUMNS` and finite, non-negative
-    minutes. Anything else is an error naming the file and what is wrong."""
+    """A committed costs table, checked: a readable csv with :data:`COST_COLUMNS`, finite, non-negative
+    minutes and whole-number ``threads`` and ``n``. Anything else is an error naming the file and what
+    is wrong (for a bad count, its column and row)."""
     path = Path(path)
     try:
         table = pd.read_csv(path)
@@ -130,6 +144,8 @@ def read_costs(path: Path) -> pd.DataFrame:
         raise ValueError(f"{path}: a costs table needs columns {COST_COLUMNS}; missing {missing} (it has "
                          f"{list(table.columns)})")
     _check_minutes(table["minutes"], str(path))
+    for column in ("threads", "n"):
+        _check_counts(table, column, str(path))
     for optional in ("source", "backbone"):  # tables written before these columns
         if optional not in table:
             table[optional] = ""

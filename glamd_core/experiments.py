@@ -9,6 +9,7 @@ students are shared by every notebook that needs them.
 from __future__ import annotations
 
 import contextlib
+import difflib
 import json
 import multiprocessing
 import os
@@ -31,8 +32,9 @@ from .engine import check_seed, check_threads
 from .files import recover_dir, replace_dir
 from .profiles import PROFILES, Profile, get_profile
 from .run_key import unkeyed_environment
-from .runs import (DATA_DIR, REPO_ROOT, RESULTS_DIR, RUNS_DIR, dataset_root, exclusive, git_commit, import_detector,
-                   imported_run_dir, run_dir_of, train_detector, train_distilled, try_exclusive)
+from .runs import (DATA_DIR, REPO_ROOT, RESULTS_DIR, RUNS_DIR, BrokenRun, dataset_root, exclusive, git_commit,
+                   import_detector, imported_run_dir, read_result, run_dir_of, train_detector, train_distilled,
+                   try_exclusive)
 
 
 @dataclass(frozen=True)
@@ -70,12 +72,27 @@ class Experiment:
         if self.epochs is not None and (int(self.epochs) != self.epochs or self.epochs < 1):
             raise ValueError(f"epochs must be a positive integer or None, got {self.epochs!r}")
         check_threads(self.threads, "Experiment.threads")
+        get_profile(self.profile)
+        for role in ("student", "teacher"):
+            _check_backbone(getattr(self, role), f"Experiment.{role}")
         if self.init_from is not None:
             if not isinstance(self.init_from, Experiment):
                 raise ValueError(f"init_from must be an Experiment (the run to start from), got {self.init_from!r}")
             if self.method == "teacher":
                 raise ValueError("init_from warm-starts a student; a teacher run starts from its backbone")
-        get_profile(self.profile)
+            self._check_warm_start()
+
+    def _check_warm_start(self) -> None:
+        """A warm start loads a detector of the same kind, profile (its detector settings) and backbone:
+        any other fails only once ``init_from`` has trained to the end, so it is refused here."""
+        source = self.init_from
+        ours = {"kind": self.kind, "profile": self.profile, "backbone": self.student_backbone}
+        theirs = {"kind": source.kind, "profile": source.profile, "backbone": _plain_backbone(source)}
+        differ = [f"{k} {theirs[k]}, not {ours[k]}" for k in ours if theirs[k] != ours[k]]
+        if differ:
+            raise ValueError(f"init_from: the {source.kind} {source.method} run (profile {source.profile}, seed "
+                             f"{source.seed}) has {'; '.join(differ)}: a warm start loads a detector of the same "
+                             "kind, profile and student backbone")
 
     def resolved_profile(self) -> Profile:
         """The profile this experiment's run is trained with (a teacher's: its teacher schedule)."""
@@ -120,6 +137,17 @@ def run(exp: Experiment, runs_dir: Path = RUNS_DIR, data_dir: Path = DATA_DIR, d
     return result | {"method": exp.method, "kind": exp.kind, "seed": exp.seed, "profile": exp.profile}
 
 
+def _check_backbone(name: str | None, what: str) -> None:
+    """A backbone name timm knows (None: the profile's), checked when an experiment is made: an
+    unknown one would be planned, and fail only when its run starts."""
+    import timm
+
+    if name is not None and not (isinstance(name, str) and timm.is_model(name)):
+        close = difflib.get_close_matches(str(name), timm.list_models(), n=3)
+        hint = f"; did you mean {', '.join(map(repr, close))}?" if close else " (timm.list_models() lists them)"
+        raise ValueError(f"{what} {name!r} is not a timm model{hint}")
+
+
 def _is_plain(exp: Experiment) -> bool:
     """A detector trained alone (the teacher, or the student without distillation)."""
     return exp.method in ("teacher", "none")
@@ -146,8 +174,10 @@ def run_dir(exp: Experiment, runs_dir: Path = RUNS_DIR, data_dir: Path = DATA_DI
 
 
 def is_finished(exp: Experiment, runs_dir: Path = RUNS_DIR, data_dir: Path = DATA_DIR, data_root=None) -> bool:
-    """Whether ``exp``'s run is in the cache, found without training anything."""
-    return (run_dir(exp, runs_dir, data_dir, data_root) / "eval.json").exists()
+    """Whether ``exp``'s run is in the cache, found without training anything. A torn ``eval.json`` is
+    an error naming it (:func:`runs.read_result`): such a run is neither finished nor trainable as is."""
+    where = run_dir(exp, runs_dir, data_dir, data_root)
+    return (where / "eval.json").exists() and bool(read_result(where))
 
 
 def default_workers(experiments: list[Experiment]) -> int:
@@ -329,19 +359,22 @@ def list_runs(runs_dir: Path = RUNS_DIR, pattern: str = "*") -> pd.DataFrame:
     for d in _run_folders(runs_dir, pattern):
         size = sum(f.stat().st_size for f in d.rglob("*") if f.is_file())
         done = read_eval(d)
-        rows.append({"run": d.name, "finished": (d / "eval.json").exists(), "MB": round(size / 2**20, 1),
+        finished = (d / "eval.json").exists()
+        rows.append({"run": d.name, "finished": "torn eval.json" if finished and done is None else finished,
+                     "MB": round(size / 2**20, 1),
                      "threads": None if done is None else done.get("threads")})
     return pd.DataFrame(rows, columns=["run", "finished", "MB", "threads"])
 
 
 def read_eval(run: Path) -> dict | None:
     """A finished run's ``eval.json`` as a dict; None when it is missing, torn or not a JSON object (a
-    listing, a cost table or a manifest must not stop on one bad run)."""
+    listing, a cost table or a manifest must not stop on one bad run; they say so where it matters).
+    What decides whether to train -- ``run``, :func:`is_finished`, the plan -- reads it with
+    :func:`runs.read_result`, for which a torn one is an error naming it."""
     try:
-        done = json.loads((Path(run) / "eval.json").read_text())
-    except (OSError, ValueError):
+        return read_result(run)
+    except BrokenRun:
         return None
-    return done if isinstance(done, dict) else None
 
 
 def clear_runs(runs_dir: Path = RUNS_DIR, pattern: str | None = None, unfinished_only: bool = False,
@@ -468,8 +501,9 @@ def _write_results(out: Path, name, profile, seeds, wall_seconds, tables, figure
         (staging / f"{stem}.md").write_text(header + table.to_markdown(index=False, floatfmt=".2f") + "\n")
     for stem, fig in (figures or {}).items():
         fig.savefig(staging / f"{stem}.png", dpi=120, bbox_inches="tight")
-    if isinstance(extra.get("conclusion"), str):  # the reading, where a reader of the folder finds it
-        (staging / "conclusion.md").write_text(header + extra["conclusion"] + "\n")
+    conclusion = extra.pop("conclusion", None)  # the reading: in conclusion.md only, never in the manifest
+    if isinstance(conclusion, str):
+        (staging / "conclusion.md").write_text(header + conclusion + "\n")
     extra.setdefault("teachers", teachers_of(runs, tables.values()))
     (staging / "manifest.json").write_text(json.dumps(manifest(profile, seeds, wall_seconds, **extra), indent=2))
     replace_dir(staging, out)

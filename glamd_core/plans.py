@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import replace
 from itertools import product
 
-from .detectors import TWO_STAGE_KINDS
 from .experiments import Experiment
 from .profiles import get_profile
 
@@ -39,14 +38,27 @@ def glamd_setting(profile: str, kind: str = "retinanet"):
     return get_profile(profile).distill_for(kind, "glamd")
 
 
-def patch_size_experiments(profile: str, seeds, sizes=None, kind: str = "retinanet") -> list[Experiment]:
-    """Notebook 02 (Table 2): the student, the global mask, and GLAMD at each patch size, every seed.
-    ``sizes`` None: :data:`PATCH_SIZES` (``smoke``: :data:`SMOKE_PATCH_SIZES`)."""
+CLAIM_PATCH = 7  # Table 2's claim: the paper's smallest patch against the global mask
+
+
+def claim_seeds_of(profile: str, seeds, claim_seeds=None) -> list[int]:
+    """The seeds of the rows a verdict claim pairs: ``claim_seeds`` when given, else the profile's
+    (``Profile.verdict_seeds``), never fewer than ``seeds`` (every row of a table has its seeds)."""
+    chosen = list(claim_seeds) if claim_seeds else list(get_profile(profile).verdict_seeds)
+    return chosen + [s for s in seeds if s not in chosen]
+
+
+def patch_size_experiments(profile: str, seeds, sizes=None, kind: str = "retinanet",
+                           claim_seeds=None) -> list[Experiment]:
+    """Notebook 02 (Table 2): the student, the global mask, and GLAMD at each patch size, every seed;
+    the rows Table 2's claim pairs (patch :data:`CLAIM_PATCH` against the global mask, and the student)
+    at :func:`claim_seeds_of`. ``sizes`` None: :data:`PATCH_SIZES` (``smoke``: :data:`SMOKE_PATCH_SIZES`)."""
     sizes = tuple(sizes or (SMOKE_PATCH_SIZES if profile == "smoke" else PATCH_SIZES))
+    claimed = claim_seeds_of(profile, seeds, claim_seeds)
     base = glamd_setting(profile, kind)
-    out = [Experiment(kind, m, profile, seed=s) for m in ("none", "global") for s in seeds]
+    out = [Experiment(kind, m, profile, seed=s) for m in ("none", "global") for s in claimed]
     out += [Experiment(kind, "glamd", profile, seed=s, distill=replace(base, patch_size=int(p)))
-            for p in sizes for s in seeds]
+            for p in sizes for s in (claimed if int(p) == CLAIM_PATCH else seeds)]
     return out
 
 
@@ -55,19 +67,26 @@ TERM_COMBINATIONS = ((False, False, False), (True, False, False), (False, True, 
                      (True, True, False), (False, True, True), (True, False, True), (True, True, True))
 
 
+# Table 4's claims pair these rows: each term alone with GLAM, and all three, against all three without.
+CLAIM_TERM_COMBINATIONS = ((True, False, False), (False, True, False), (False, False, True), (True, True, True))
+
+
 def ablation_experiments(profile: str, seeds, single_terms_without_glam: bool = False,
-                         kind: str = "retinanet") -> list[Experiment]:
+                         kind: str = "retinanet", claim_seeds=None) -> list[Experiment]:
     """Notebook 05 (Table 4), in the paper's row order: all three terms without GLAM (``uniform``:
     every mask 1); with GLAM every combination of the three terms (none of them = the student
     alone); then, beyond the paper, all three with the global mask, and with
-    ``single_terms_without_glam`` each term alone without GLAM."""
+    ``single_terms_without_glam`` each term alone without GLAM. The rows Table 4's claims pair (and
+    the student) at :func:`claim_seeds_of`, the others at ``seeds``."""
+    claimed = claim_seeds_of(profile, seeds, claim_seeds)
     base = glamd_setting(profile, kind)
-    out = [Experiment(kind, "uniform", profile, seed=s) for s in seeds]
+    out = [Experiment(kind, "uniform", profile, seed=s) for s in claimed]
     for terms in TERM_COMBINATIONS:
         if not any(terms):
-            out += [Experiment(kind, "none", profile, seed=s) for s in seeds]
+            out += [Experiment(kind, "none", profile, seed=s) for s in claimed]
         else:
-            out += [Experiment(kind, "glamd", profile, seed=s, distill=_with_terms(base, terms)) for s in seeds]
+            out += [Experiment(kind, "glamd", profile, seed=s, distill=_with_terms(base, terms))
+                    for s in (claimed if terms in CLAIM_TERM_COMBINATIONS else seeds)]
     out += [Experiment(kind, "global", profile, seed=s) for s in seeds]
     if single_terms_without_glam:
         uniform = get_profile(profile).distill_for(kind, "uniform")
@@ -115,15 +134,16 @@ def sweep_multipliers(profile: str, weight_multipliers=None, temperature_multipl
 
 def hyperparameter_experiments(profile: str, seeds, sweep_seeds=None, weight_multipliers=None,
                                temperature_multipliers=None, kind: str = "retinanet",
-                               band=VERDICT_BAND) -> list[tuple[str, float, Experiment]]:
+                               band=VERDICT_BAND, claim_seeds=None) -> list[tuple[str, float, Experiment]]:
     """Notebook 03 (Fig. 1) as ``(parameter, multiplier, experiment)``: the chosen GLAMD setting
-    (``"default"``, multiplier 1) and the student (``"student"``) at every seed of ``seeds``; every
-    other point with one parameter multiplied by each of :func:`sweep_multipliers`, at every seed of
-    ``seeds`` when its multiplier lies in ``band`` (the verdict's range; None: no such band) and at
-    ``sweep_seeds`` (default: the first two seeds) otherwise."""
+    (``"default"``, multiplier 1) and the student (``"student"``) at :func:`claim_seeds_of`; every
+    other point with one parameter multiplied by each of :func:`sweep_multipliers`, at those seeds
+    when its multiplier lies in ``band`` (the verdict's range; None: no such band) and at
+    ``sweep_seeds`` (default: the first two of ``seeds``) otherwise."""
     weight_multipliers, temperature_multipliers = sweep_multipliers(profile, weight_multipliers,
                                                                     temperature_multipliers)
     sweep_seeds = list(seeds[:2] if sweep_seeds is None else sweep_seeds)
+    seeds = claim_seeds_of(profile, seeds, claim_seeds)
     base = glamd_setting(profile, kind)
     out = [("default", 1.0, Experiment(kind, "glamd", profile, seed=s)) for s in seeds]
     out += [("student", float("nan"), Experiment(kind, "none", profile, seed=s)) for s in seeds]
@@ -141,18 +161,12 @@ def hyperparameter_experiments(profile: str, seeds, sweep_seeds=None, weight_mul
 DEFEAT_KINDS = ("faster_rcnn", "retinanet", "cascade_rcnn")
 
 
-def kind_seeds(kind: str, seeds, two_stage_seeds=None) -> list[int]:
-    """A kind's seeds in Tables 1 and 3: ``two_stage_seeds`` for Faster and Cascade R-CNN when given
-    (their seed spread is larger: ``Profile.two_stage_seeds``), else ``seeds``."""
-    return list(two_stage_seeds) if two_stage_seeds and kind in TWO_STAGE_KINDS else list(seeds)
-
-
-def defeat_comparison_experiments(profile: str, seeds, kinds=DEFEAT_KINDS, two_stage_seeds=None) -> list[Experiment]:
+def defeat_comparison_experiments(profile: str, seeds, kinds=DEFEAT_KINDS, claim_seeds=None) -> list[Experiment]:
     """Notebook 04 (Table 3): per kind the teacher (first seed), the student alone, DeFeat, GLAMD and
-    the global mask at every seed of the kind (:func:`kind_seeds`)."""
+    the global mask at :func:`claim_seeds_of` (the rows Table 3's claims pair)."""
     out = []
     for kind in kinds:
-        ks = kind_seeds(kind, seeds, two_stage_seeds)
+        ks = claim_seeds_of(profile, seeds, claim_seeds)
         out.append(Experiment(kind, "teacher", profile, seed=ks[0]))
         out += [Experiment(kind, m, profile, seed=s) for m in ("none", "defeat", "glamd", "global") for s in ks]
     return out
@@ -247,21 +261,23 @@ GAP_BACKBONES = ("resnet10t", "resnet18")  # nearer the teacher than the profile
 GAP_ROWS = {"none": "student alone", "defeat": "DeFeat", "glamd": "GLAMD", "global": "global mask"}
 
 
-def teacher_student_gap_experiments(profile: str, seeds, kinds=GAP_KINDS) -> list[tuple[str, str, Experiment]]:
+def teacher_student_gap_experiments(profile: str, seeds, kinds=GAP_KINDS,
+                                    claim_seeds=None) -> list[tuple[str, str, Experiment]]:
     """Notebook 10's runs as ``(point, row, experiment)``, at the profile's chosen settings (not re-tuned).
     Faster R-CNN: the profile's student (Table 3's runs), the same student warm-started from its own
     student-alone run at the same seed and trained one more schedule with each method (the student alone
     too, so every row has two schedules), ResNet10t (plus the global mask) and ResNet18 at the first seed
-    only (level with the teacher: nothing left to give). Each point: student alone, DeFeat and GLAMD.
-    RetinaNet: ResNet10t only (its student alone at the first seed says its gap). Seeds 3-4 at ResNet10t
-    follow in the notebook when GLAMD - DeFeat's CI there still covers zero (:func:`gap_extra_seeds`)."""
+    only (level with the teacher: nothing left to give; no headline reads it). Each point: student
+    alone, DeFeat and GLAMD. RetinaNet: ResNet10t only. ResNet10t, the key point (near the paper's gap),
+    at :func:`claim_seeds_of` for both kinds, decided before training."""
+    key_seeds = claim_seeds_of(profile, seeds, claim_seeds)
     out = []
     for kind in kinds:
         student = get_profile(profile).for_kind(kind).student_backbone
         out.append(("teacher", "teacher", Experiment(kind, "teacher", profile, seed=seeds[0])))
         three = ("none", "defeat", "glamd")
         points = [(student, None, False, seeds, three), (f"{student}, warm start", None, True, seeds, three)]
-        points += [(b, b, False, seeds if b == GAP_BACKBONES[0] else seeds[:1],
+        points += [(b, b, False, key_seeds if b == GAP_BACKBONES[0] else seeds[:1],
                     three + (("global",) if b == GAP_BACKBONES[0] else ())) for b in GAP_BACKBONES if b != student]
         if kind == "retinanet":  # ResNet10t only (the profile's student, where that is ResNet10t)
             points = [p[:4] + (three,) for p in points if p[0] == GAP_BACKBONES[0]]
@@ -271,13 +287,6 @@ def teacher_student_gap_experiments(profile: str, seeds, kinds=GAP_KINDS) -> lis
                 out += [(point, GAP_ROWS[m], Experiment(kind, m, profile, seed=s, student=backbone, init_from=init))
                         for m in methods]
     return out
-
-
-def gap_extra_seeds(profile: str, seeds, kind: str = "faster_rcnn", extra=(3, 4)) -> list[tuple[str, str, Experiment]]:
-    """Notebook 10's ResNet10t rows (student alone, DeFeat, GLAMD) at ``extra`` seeds not in ``seeds``."""
-    more = [s for s in extra if s not in seeds]
-    return [(GAP_BACKBONES[0], GAP_ROWS[m], Experiment(kind, m, profile, seed=s, student=GAP_BACKBONES[0]))
-            for s in more for m in ("none", "defeat", "glamd")]
 
 
 # -- the other notebooks' runs ----------------------------------------------------------------------
@@ -317,12 +326,11 @@ def calibration_chosen_experiments(profile: str, seeds, kinds=BOTH_KINDS, chosen
             + C.diagnostic_experiments(chosen, kinds, profile, seed=seeds[0]))
 
 
-def small_models_experiments(profile: str, seeds, kinds=BOTH_KINDS, two_stage_seeds=None) -> list[Experiment]:
-    """Notebook 01 (Table 1): teacher (first seed), student and GLAMD at every seed of the kind
-    (:func:`kind_seeds`), per kind."""
-    return [Experiment(kind, "teacher", profile, seed=seeds[0]) for kind in kinds] + [
-        Experiment(kind, method, profile, seed=s) for kind in kinds for method in ("none", "glamd")
-        for s in kind_seeds(kind, seeds, two_stage_seeds)]
+def small_models_experiments(profile: str, seeds, kinds=BOTH_KINDS, claim_seeds=None) -> list[Experiment]:
+    """Notebook 01 (Table 1): teacher (first seed), student and GLAMD at :func:`claim_seeds_of`, per kind."""
+    claimed = claim_seeds_of(profile, seeds, claim_seeds)
+    return [Experiment(kind, "teacher", profile, seed=claimed[0]) for kind in kinds] + [
+        Experiment(kind, method, profile, seed=s) for kind in kinds for method in ("none", "glamd") for s in claimed]
 
 
 def error_analysis_experiments(profile: str, seeds, kinds=("retinanet", "faster_rcnn")) -> list[Experiment]:
@@ -357,18 +365,14 @@ def _experiments_of(experiments_with_labels):
     return [e for *_, e in experiments_with_labels]
 
 
-def _two_stage(profile: str):
-    return get_profile(profile).two_stage_seeds
-
-
 NOTEBOOK_PLANS = {
     "00_calibration": (lambda p, s: calibration_experiments(p, s) + calibration_chosen_experiments(p, s),
                        "its second stage trains each method at the point chosen on val: listed at the choice the "
                        "profile records; a different choice trains other runs"),
-    "01_voc_small_models": (lambda p, s: small_models_experiments(p, s, two_stage_seeds=_two_stage(p)), ""),
+    "01_voc_small_models": (lambda p, s: small_models_experiments(p, s), ""),
     "02_patch_size": (lambda p, s: patch_size_experiments(p, s), ""),
     "03_hyperparameters": (lambda p, s: _experiments_of(hyperparameter_experiments(p, s)), ""),
-    "04_defeat_comparison": (lambda p, s: defeat_comparison_experiments(p, s, two_stage_seeds=_two_stage(p)) + _experiments_of(
+    "04_defeat_comparison": (lambda p, s: defeat_comparison_experiments(p, s) + _experiments_of(
         defeat_screen_experiments(p, s[0], recorded_glamd_alpha(p))),
         "after the screen, its top variants are confirmed on a second seed: 3 more Faster R-CNN runs, "
         "chosen by the screen's numbers"),
@@ -379,9 +383,7 @@ NOTEBOOK_PLANS = {
     "08_mask_visualization": (lambda p, s: mask_visualization_experiments(p), ""),
     "09_mask_against_mask": (lambda p, s: [Experiment(k, "teacher", p, seed=s[0]) for k in MASK_KINDS]
                              + _experiments_of(mask_against_mask_experiments(p, s)), ""),
-    "10_teacher_student_gap": (lambda p, s: _experiments_of(teacher_student_gap_experiments(p, s)),
-                               "at ResNet10t, seeds 3-4 follow (Faster R-CNN: 6 more runs) when GLAMD - DeFeat's "
-                               "CI there still covers zero"),
+    "10_teacher_student_gap": (lambda p, s: _experiments_of(teacher_student_gap_experiments(p, s)), ""),
 }
 
 

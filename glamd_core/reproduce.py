@@ -23,7 +23,7 @@ from .costs import COSTS_FILE
 from .experiments import results_dir, write_results
 from .files import atomic_write_text
 from .profiles import Profile, get_profile
-from .runs import DATA_DIR, REPO_ROOT, RUNS_DIR, splits, train_detector, try_exclusive
+from .runs import DATA_DIR, REPO_ROOT, RUNS_DIR, BrokenRun, read_result, splits, train_detector, try_exclusive
 
 
 def reproduce(profile: str = "cpu", names=(), workers: int | None = None, data_root: str | None = None,
@@ -111,10 +111,12 @@ def plan(profile: str = "cpu", names=(), workers: int | None = None, runs_dir: P
          data_root: str | None = None, costs_file: Path = COSTS_FILE) -> pd.DataFrame:
     """Every run the notebooks need, without training or generating anything: one row per
     (notebook, run) with kind, method, seed, setting (what differs from the profile's chosen
-    setting), ``status`` (cached / to train / planned by an earlier notebook), the estimated minutes
-    of a run to train and where the estimate comes from. ``frame.attrs``: the distinct runs to train,
-    their training minutes, the simulated wall time on ``workers`` processes, and notes on what the
-    lists cannot know in advance."""
+    setting), ``status`` (cached / to train / broken / planned by an earlier notebook), the estimated
+    minutes of a run to train and where the estimate comes from. ``frame.attrs``: the distinct runs to
+    train, their training minutes, the simulated wall time on ``workers`` processes, notes on what the
+    lists cannot know in advance, and ``broken``: run name -> error, for cached runs whose ``eval.json``
+    is torn (counted to train: they must be cleared and trained again; :func:`train_pool` refuses until
+    they are)."""
     from . import plans
     from .costs import CostModel, pool_order, simulate_wall
     from .experiments import default_workers, run_dir
@@ -130,7 +132,7 @@ def plan(profile: str = "cpu", names=(), workers: int | None = None, runs_dir: P
     everything = [e for exps in experiments_by_nb.values() for e in exps]
     workers = default_workers(everything) if workers is None else int(workers)
     model = CostModel.from_cache(runs_dir, costs_file)
-    pool, pool_minutes = [], []
+    pool, pool_minutes, broken = [], [], {}
     for nb, experiments in experiments_by_nb.items():
         runs = {}
         for e in experiments:  # a run listed twice by one notebook (a shared row) counts once
@@ -139,11 +141,13 @@ def plan(profile: str = "cpu", names=(), workers: int | None = None, runs_dir: P
             if where in seen:
                 status = "cached" if seen[where] == "cached" else f"planned by {seen[where]}"
                 minutes, source = float("nan"), ""
-            elif (where / "eval.json").exists():  # is_finished, without computing the key again
+            elif (state := _cache_status(where))[0] == "cached":  # is_finished, without computing the key again
                 status, minutes, source = "cached", float("nan"), ""
                 seen[where] = "cached"
             else:
-                status = "to train"
+                status = state[0]
+                if status == "broken":
+                    broken[where.name] = state[1]
                 minutes, source = model.estimate(e)
                 seen[where] = nb
                 pool.append(e)
@@ -156,11 +160,23 @@ def plan(profile: str = "cpu", names=(), workers: int | None = None, runs_dir: P
     order = pool_order(pool, pool_minutes)
     frame.attrs.update(profile=profile, workers=workers, notes=notes,
                        threads="/".join(map(str, sorted({e.threads for e in everything}) or [1])),
-                       to_train=len(pool), train_minutes=float(np.nansum(pool_minutes)),
+                       to_train=len(pool), train_minutes=float(np.nansum(pool_minutes)), broken=broken,
                        unknown=int(np.isnan(pool_minutes).sum()) if pool_minutes else 0,
                        wall_minutes=simulate_wall(pool, pool_minutes, workers, runs_dir) if pool else 0.0,
                        pool=[pool[i] for i in order], pool_minutes=[pool_minutes[i] for i in order])
     return frame
+
+
+def _cache_status(where: Path) -> tuple[str, str]:
+    """``(status, error)`` of a run folder: ``cached``, ``to train``, or ``broken`` when its ``eval.json``
+    is torn -- never counted as cached, since no notebook could read it."""
+    if not (where / "eval.json").exists():
+        return "to train", ""
+    try:
+        read_result(where)
+    except BrokenRun as error:
+        return "broken", str(error)
+    return "cached", ""
 
 
 def setting_label(exp) -> str:
@@ -190,16 +206,21 @@ def format_plan(frame: pd.DataFrame, verbose: bool = True) -> str:
     for nb, part in frame.groupby("notebook", sort=False):
         todo = part[part.status == "to train"]
         shared = part.status.str.startswith("planned by").sum()
+        bad = part[part.status == "broken"]
         lines.append(f"\n{nb}: {len(part)} runs -- {int((part.status == 'cached').sum())} cached, {len(todo)} to train "
-                     f"(~{np.nansum(todo.minutes):.0f} min of runs), {shared} planned by an earlier notebook")
+                     f"(~{np.nansum(todo.minutes):.0f} min of runs), {shared} planned by an earlier notebook"
+                     + (f", {len(bad)} broken (listed below)" if len(bad) else ""))
         if nb in a["notes"]:
             lines.append(f"  note: {a['notes'][nb]}")
+        lines += [f"  broken: {a['broken'][r]}" for r in bad.run]
         if verbose:
             for r in todo.itertuples():
                 est = "unknown" if np.isnan(r.minutes) else f"~{r.minutes:.1f} min"
                 est += " (another backbone's cost)" if "not measured" in r.estimate else ""
                 lines.append(f"  to train: {r.kind:<12} {r.method:<8} seed {r.seed}  {r.setting:<40} {est}")
     unknown = f" ({a['unknown']} of them without a measured cost, counted as 0)" if a["unknown"] else ""
+    if a["broken"]:
+        unknown += f" ({len(a['broken'])} of them broken: clear them first, as listed above)"
     borrowed = int(frame[frame.status == "to train"].estimate.str.contains("not measured").sum())
     if borrowed:
         unknown += f" ({borrowed} estimated from another backbone's runs: their backbone has none measured)"
@@ -217,6 +238,9 @@ def train_pool(profile: str = "cpu", names=(), workers: int | None = None, data_
     from .experiments import run_all
 
     frame = plan(profile, names, workers, runs_dir, data_root)
+    if frame.attrs["broken"]:  # before anything trains: the notebooks could not read these runs
+        raise BrokenRun(f"{len(frame.attrs['broken'])} cached run(s) cannot be read:\n"
+                        + "\n".join(frame.attrs["broken"].values()))
     pool, minutes = frame.attrs["pool"], frame.attrs["pool_minutes"]
     if not pool:
         return []

@@ -180,6 +180,26 @@ def evaluation_splits(profile: Profile) -> list[str]:
     return [role for role in ("val", "test") if role in splits(profile)]
 
 
+class BrokenRun(ValueError):
+    """A finished run whose ``eval.json`` cannot be read: it is neither reusable nor retrained in place."""
+
+
+def read_result(run_dir: Path) -> dict:
+    """A finished run's ``eval.json``. Torn or not a JSON object (a copy cut short, a full disk) is an
+    error naming the file and how to train the run again: taken for finished, it would be neither
+    reused nor retrained."""
+    done = Path(run_dir) / "eval.json"
+    try:
+        result = json.loads(done.read_text())
+    except (OSError, ValueError) as error:  # UnicodeDecodeError is a ValueError
+        result = error
+    if not isinstance(result, dict):
+        why = result if isinstance(result, Exception) else f"a JSON {type(result).__name__}"
+        raise BrokenRun(f"{done} is torn or not a JSON object ({why}); clear the run to train it again: "
+                        f"python -m glamd_core runs clear --pattern '{Path(run_dir).name}'")
+    return result
+
+
 def _run(name: str, config: dict, build, profile: Profile, cfg, root: Path, runs_dir: Path) -> dict:
     """Train ``build(num_classes) -> (trainable, detector)`` once per config; evaluate ``detector``."""
     run_dir = Path(runs_dir) / f"{name}-{config_key(config)}"
@@ -190,10 +210,10 @@ def _run(name: str, config: dict, build, profile: Profile, cfg, root: Path, runs
         with cpu_threads(cfg):
             return _run_distributed(run_dir, config, build, profile, cfg, root, rank)
     if done.exists():
-        return json.loads(done.read_text())
+        return read_result(run_dir)
     with exclusive(run_dir / ".lock"):  # inside the run: clearing a run clears its lock
         if done.exists():  # another process finished it while we waited for the lock
-            return json.loads(done.read_text())
+            return read_result(run_dir)
         with cpu_threads(cfg):  # the run's own thread count, whoever calls: a worker, the CLI, a notebook
             return _train_and_evaluate(run_dir, config, build, profile, cfg, root)
 
@@ -206,13 +226,18 @@ def _run_distributed(run_dir: Path, config: dict, build, profile: Profile, cfg, 
     with contextlib.ExitStack() as stack:
         if rank == 0:
             stack.enter_context(exclusive(run_dir / ".lock"))
-        finished = [done.exists() if rank == 0 else None]
-        torch.distributed.broadcast_object_list(finished)
-        result = None
+        result, broken = None, None
+        if rank == 0 and done.exists():
+            try:
+                result = read_result(run_dir)
+            except BrokenRun as error:
+                broken = str(error)
+        finished = [result is not None if rank == 0 else None, broken]
+        torch.distributed.broadcast_object_list(finished)  # a broken run stops every rank: none is left waiting
+        if finished[1] is not None:
+            raise BrokenRun(finished[1])
         if not finished[0]:
             result = _train_and_evaluate(run_dir, config, build, profile, cfg, root)
-        elif rank == 0:
-            result = json.loads(done.read_text())
         shared = [result]
         torch.distributed.broadcast_object_list(shared)  # from rank 0: no shared filesystem needed
     return shared[0]

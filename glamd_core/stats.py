@@ -53,25 +53,51 @@ def paired_ci(differences, confidence: float = 0.95) -> tuple[float, float, floa
 
 
 def paired_p(differences, against: float = 0.0) -> float:
-    """Two-sided p of the paired t test that the mean difference equals ``against`` (NaN below two
-    differences). With no spread at all the answer is exact: 0 if the mean differs, else 1."""
+    """Two-sided p of the paired t test that the mean difference equals ``against``. NaN -- no test --
+    below two differences, and where every difference is the same: with no spread the t statistic is
+    undefined, and two identical seeds are no evidence (they would otherwise give p = 0)."""
     d = _check_finite(differences, "paired differences")
-    if len(d) < 2:
+    _check_number(against, "against (the claim's edge)")
+    if len(d) < 2 or float(d.std(ddof=1)) == 0.0:
         return float("nan")
-    if float(d.std(ddof=1)) == 0.0:
-        return 0.0 if float(d.mean()) != against else 1.0
     return float(_scipy_stats.ttest_1samp(d, against).pvalue)
 
 
-def holm(pvalues) -> np.ndarray:
+def _check_number(value, what: str) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{what} must be a number, got {value!r}") from None
+    if not math.isfinite(number):
+        raise ValueError(f"{what} must be a finite number, got {value!r}")
+    return number
+
+
+def check_alpha(alpha) -> float:
+    """A significance level: strictly between 0 and 1."""
+    a = _check_number(alpha, "alpha")
+    if not 0 < a < 1:
+        raise ValueError(f"alpha must lie strictly between 0 and 1, got {alpha!r}")
+    return a
+
+
+def holm(pvalues, m: int | None = None) -> np.ndarray:
     """Holm-Bonferroni adjusted p values, in the given order: the i-th smallest of m is multiplied by
-    m - i + 1, made monotone, capped at 1. NaN (no test) stays NaN and does not count in m."""
-    p = np.asarray(pvalues, dtype=float)
-    if np.any((p < 0) | (p > 1)):
+    m - i + 1, made monotone, capped at 1. NaN (no test) stays NaN. ``m``: the family's size fixed
+    beforehand (claims without a test count in it, as if their p were 1); None: the tests given."""
+    try:
+        p = np.asarray(pvalues, dtype=float)
+    except (TypeError, ValueError):
+        raise ValueError(f"p values must be numbers in [0, 1] (NaN: no test); got {list(pvalues)!r}") from None
+    if np.any(np.isinf(p)) or np.any((p < 0) | (p > 1)):
         raise ValueError(f"p values lie in [0, 1]; got {p.tolist()}")
     out = np.full(p.shape, np.nan)
     tested = np.flatnonzero(~np.isnan(p))
-    m = len(tested)
+    if m is None:
+        m = len(tested)
+    elif int(m) != m or m < len(tested):
+        raise ValueError(f"m (the family's size) must be an integer at least the {len(tested)} tests given, got {m!r}")
+    m = int(m)
     running = 0.0
     for rank, i in enumerate(tested[np.argsort(p[tested], kind="stable")]):
         running = max(running, min(1.0, (m - rank) * p[i]))
@@ -85,6 +111,15 @@ def verdict(mean: float, p_adjusted: float, direction: int, against: float = 0.0
     ``inconclusive``. At alpha 0.05 without correction this is "the 95 % CI excludes ``against``"."""
     if direction not in (1, -1):
         raise ValueError(f"direction is +1 (the claim says above) or -1 (below), got {direction!r}")
+    _check_number(mean, "mean (the paired difference)")
+    _check_number(against, "against (the claim's edge)")
+    check_alpha(alpha)
+    try:
+        p_adjusted = float(p_adjusted)
+    except (TypeError, ValueError):
+        raise ValueError(f"p_adjusted must be a p value in [0, 1] or NaN, got {p_adjusted!r}") from None
+    if not (math.isnan(p_adjusted) or 0 <= p_adjusted <= 1):
+        raise ValueError(f"p_adjusted must be a p value in [0, 1] or NaN (no test), got {p_adjusted!r}")
     if math.isnan(p_adjusted) or p_adjusted >= alpha or mean == against:
         return "inconclusive"
     return "held" if (mean - against) * direction > 0 else "reversed"
@@ -97,10 +132,22 @@ def claim_verdicts(paired: pd.DataFrame, direction, against=0.0, alpha: float = 
     in it are not claims and are left out); ``against``: 0 (an effect's sign) or a tolerance's edge,
     e.g. -0.5 for "drops by less than 0.5 AP", one number or {row: number}. Adds ``against``,
     ``ci_low`` / ``ci_high`` (at ``confidence``), ``p`` (against ``against``), ``p_holm`` and ``verdict``."""
+    check_alpha(alpha)
+    if row not in paired:
+        raise KeyError(f"claim_verdicts: the frame has no {row!r} column (it has {list(paired.columns)})")
     rows = list(paired[row])
+    twice = sorted({r for r in rows if rows.count(r) > 1})
+    if twice:
+        raise ValueError(f"claim(s) {twice} given twice: each would count twice in Holm's m")
     directions = direction if isinstance(direction, dict) else {r: direction for r in rows}
+    absent = [r for r in directions if r not in set(rows)]
+    if absent:
+        raise ValueError(f"claim(s) {absent} named in direction have no row in the frame ({rows}): a claim "
+                         "without data must not leave its family unsaid")
     out = paired[paired[row].isin(directions)].copy()
     edges = [against.get(r, 0.0) if isinstance(against, dict) else against for r in out[row]]
+    for r, e in zip(out[row], edges):
+        _check_number(e, f"the edge of claim {r!r}")
     cis, ps = [], []
     for diffs, edge in zip(out["diffs"] if "diffs" in out else out["per_seed"].map(lambda d: list(d.values())), edges):
         cis.append(paired_ci(diffs, confidence)[1:])
@@ -133,6 +180,9 @@ def tolerance_claims(points: pd.DataFrame, gain: float, tolerance_share: float, 
     returns them and the family's verdict (:func:`family_verdict`)."""
     if not (math.isfinite(gain) and 0 < tolerance_share <= 1):
         raise ValueError(f"tolerance_claims needs a finite gain and a share in (0, 1]; got {gain}, {tolerance_share}")
+    if gain <= 0:  # -share x a negative gain would flip the edge to the claim's side
+        raise ValueError(f"tolerance_claims: the default has no gain to lose a share of ({gain:+.2f}); "
+                         "'hardly sensitive' relative to the gain is untestable here")
     inside = points[points.parameter.isin(parameters) & points.multiplier.between(*band)]
     claims = claim_verdicts(inside, {r: +1 for r in inside.row}, against=-tolerance_share * gain)
     return claims, family_verdict(claims.verdict)
@@ -268,6 +318,11 @@ def sweep_sensitivity(points: pd.DataFrame, spread: float, bands: dict[str, tupl
     missing = {"parameter", "multiplier", "row", "mean", "std"} - set(points.columns)
     if missing:
         raise KeyError(f"sweep_sensitivity needs columns {sorted(missing)}; the frame has {list(points.columns)}")
+    twice = points.duplicated(["parameter", "multiplier"])
+    if twice.any():
+        raise ValueError(f"sweep_sensitivity: a point given twice: {points.loc[twice, ['parameter', 'multiplier']].values.tolist()}")
+    spread = float(spread)
+    points = points.reset_index(drop=True)  # positions, whatever index the caller's frame had
     out = []
     for parameter, group in points.groupby("parameter", sort=False):
         entry = {"parameter": parameter}
@@ -287,14 +342,19 @@ def sweep_sensitivity(points: pd.DataFrame, spread: float, bands: dict[str, tupl
 
 
 def gap_shares(frame: pd.DataFrame, at_seed, leader: tuple[str, str], trailer: tuple[str, str], metric: str = "AP",
-               row: str = "variant", side: str = "side", seed: str = "seed") -> pd.DataFrame:
+               row: str = "variant", side: str = "side", seed: str = "seed", min_gap: float = 1.0) -> pd.DataFrame:
     """A one-component-at-a-time screen between two methods, read at one seed: each variant's
     ``change`` of ``metric`` against the baseline row of its own side, and that change as a share of
     the gap between the two baselines (``gap share``: 1 = the whole gap closed). ``leader`` /
     ``trailer``: ``(side, baseline row)`` of the method ahead and of the one behind; a variant of the
     leader closes the gap by losing, one of the trailer by gaining. Where the "leader" is not ahead
-    at this seed (``gap`` <= 0) there is no lead to share out: every share is NaN, and ``gap`` says
-    why. A baseline missing or a (variant, side) given twice is an error."""
+    at this seed (``gap`` <= 0) there is no lead to share out, and where the lead is below ``min_gap``
+    (AP; default 1.0) a share of it is mostly noise (0.1 AP would turn a 0.5-AP change into a share of
+    5): every share is then NaN, and ``gap`` says why. A baseline missing or a (variant, side) given
+    twice is an error."""
+    min_gap = _check_number(min_gap, "min_gap")
+    if min_gap < 0:
+        raise ValueError(f"min_gap is a lead in {metric}, at least 0; got {min_gap!r}")
     _check_seed_types(frame[seed], seed)
     at = frame[frame[seed] == at_seed]
     twice = at.duplicated([row, side])
@@ -311,7 +371,7 @@ def gap_shares(frame: pd.DataFrame, at_seed, leader: tuple[str, str], trailer: t
     out = at[~at[row].isin([leader[1], trailer[1]])].copy()
     out["change"] = out[metric] - out[side].map(base)
     toward = np.where(out[side] == leader[0], -out["change"], out["change"])
-    out["gap share"] = toward / gap if gap > 0 else np.nan  # no lead, nothing to share out
+    out["gap share"] = toward / gap if gap > 0 and gap >= min_gap else np.nan  # no lead worth sharing out
     out["gap"] = gap
     return out[[row, side, seed, metric, "change", "gap", "gap share"]]
 

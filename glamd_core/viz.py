@@ -60,3 +60,58 @@ def error_bands(frame: pd.DataFrame, title: str = "", ax=None):
     ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="recall", ylabel="precision", title=title)
     ax.legend(handles=polys[::-1], labels=labels[::-1], loc="lower left", fontsize=7)
     return ax
+
+
+VERDICT_COLOURS = {"held": "tab:green", "reversed": "tab:red", "inconclusive": "tab:gray",
+                   "untestable here": "tab:purple", "pending": "lightgray"}
+
+
+def forest_plot(table: pd.DataFrame, title: str = "Every verdict: paired difference, 95 % CI (unadjusted)"):
+    """One row per claim of the verdict table (:func:`glamd_core.verdicts.verdict_table`): its mean paired
+    difference with its 95 % CI, coloured by its verdict after Holm within its family; the paper's effect
+    (a reference) as a hollow diamond, an edge other than 0 as a tick. One panel per unit (AP, AP / cell,
+    L1, ...), each with zero marked; rows without an effect (pending, summaries) are listed, not drawn."""
+    import math
+
+    import numpy as np
+
+    rows = table.reset_index(drop=True)
+    units = [u if isinstance(u, str) and u else "" for u in rows.get("unit", pd.Series([""] * len(rows)))]
+    drawn = [u for u in dict.fromkeys(units)]
+    heights = [max(1, units.count(u)) for u in drawn]
+    fig, axes = plt.subplots(len(drawn), 1, figsize=(9, 0.38 * len(rows) + 1.2 * len(drawn)), squeeze=False,
+                             gridspec_kw={"height_ratios": heights})
+    for ax, unit in zip(axes[:, 0], drawn):
+        mine = rows[[u == unit for u in units]]
+        y = np.arange(len(mine))[::-1]
+        for yi, (_, r) in zip(y, mine.iterrows()):
+            colour = VERDICT_COLOURS.get(r["verdict"], "black")
+            mean = r.get("mean")
+            if isinstance(mean, float) and not math.isnan(mean):
+                low, high = r.get("ci_low"), r.get("ci_high")
+                if isinstance(low, float) and not math.isnan(low):
+                    ax.plot([low, high], [yi, yi], color=colour, lw=2.2)
+                ax.plot([mean], [yi], "o", color=colour, ms=6)
+            edge = r.get("edge")
+            if isinstance(edge, float) and edge and not math.isnan(edge):
+                ax.plot([edge], [yi], "|", color="black", ms=12, mew=1.5)
+            ref = r.get("paper_delta")
+            if isinstance(ref, float) and not math.isnan(ref):
+                ax.plot([ref], [yi], "D", mfc="none", mec="tab:blue", ms=6)
+        ax.axvline(0, color="black", lw=0.8)
+        ax.set_yticks(y)
+        ax.set_yticklabels([f"{r['family']}: {r['claim'][:70]} [{r['verdict']}]" for _, r in mine.iterrows()],
+                           fontsize=7)
+        ax.set_xlabel(f"paired difference ({unit})" if unit else "no effect drawn (pending or summary rows)",
+                      fontsize=8)
+        if not unit:
+            ax.set_xticks([])
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], color=c, marker="o", lw=2, label=v) for v, c in VERDICT_COLOURS.items()]
+    handles += [Line2D([], [], color="tab:blue", marker="D", mfc="none", lw=0, label="paper's effect (reference)"),
+                Line2D([], [], color="black", marker="|", lw=0, ms=10, label="edge of a tolerance claim")]
+    axes[0, 0].legend(handles=handles, fontsize=7, loc="lower right", ncol=2)
+    axes[0, 0].set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig

@@ -156,7 +156,7 @@ def test_where_a_run_lives_is_known_before_training(tmp_path):
     kw = dict(runs_dir=tmp_path / "runs", data_dir=tmp_path / "data")
     exp = Experiment("retinanet", "glamd", "smoke", seed=1)
     assert not is_finished(exp, **kw)
-    assert not (tmp_path / "data").exists()  # asking generated nothing
+    assert not (tmp_path / "runs").exists()  # asking trained nothing (the dataset is generated: keys name its content)
     r = run(exp, **kw)
     assert is_finished(exp, **kw) and is_finished(Experiment("retinanet", "teacher", "smoke"), **kw)
     assert not is_finished(Experiment("retinanet", "glamd", "smoke", seed=1, epochs=2), **kw)  # a new key
@@ -366,14 +366,14 @@ def test_a_teacher_trained_elsewhere_is_imported_not_trained(tmp_path):
         run(Experiment("retinanet", "glamd", "smoke", teacher_checkpoint=str(tmp_path / "missing.pt")), **kw)
 
 
-def test_cached_cpu_runs_keep_their_keys():
-    """Settings added since these runs were trained (DeFeat's RoI sampling, AMP dtype, SyncBN, real
-    data, pretrained backbones) must not move them: the committed cpu results point at these names."""
+def test_cached_cpu_runs_keep_their_keys(canonical_keys):
+    """Settings added since these runs were trained must not move them: the cpu results point at these
+    names (canonical kernels, the cpu dataset's content fingerprint; issue #34 moved every key once)."""
     from glamd_core.distill import DistillConfig
 
     cpu = get_profile("cpu")
-    assert runs.run_dir_of("retinanet", "resnet34", cpu.for_teacher(), 0).name == "retinanet-resnet34-s0-c3f8f632670e"
-    assert runs.run_dir_of("faster_rcnn", "resnet34", cpu.for_teacher(), 0).name == "faster_rcnn-resnet34-s0-c68d2adf31af"
+    assert runs.run_dir_of("retinanet", "resnet34", cpu.for_teacher(), 0).name == "retinanet-resnet34-s0-3a24cb5abce8"
+    assert runs.run_dir_of("faster_rcnn", "resnet34", cpu.for_teacher(), 0).name == "faster_rcnn-resnet34-s0-89cd5757ff11"
     student = runs.run_dir_of("retinanet", "regnetx_002", cpu, 0, distill=DistillConfig("global", loss_form="reference"),
                               teacher_backbone="resnet34")
-    assert student.name == "retinanet-regnetx_002-global-s0-d3cd72bc1afd"
+    assert student.name == "retinanet-regnetx_002-global-s0-be76ad02df54"

@@ -1,0 +1,123 @@
+"""Each notebook's conclusion, computed from its judged claims (:func:`glamd_core.claims.judge`).
+
+A reading says what the numbers say and no more: every effect with its 95 % CI and n, every verdict
+with its Holm p and its family's m, and the notes a row carries (fewer seeds than planned, a screen,
+untestable here). Words such as "helps" or "ties" are not used: a verdict is held, reversed or
+inconclusive, and the CI says how large.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from . import claims as C
+from .stats import ci_text
+
+
+def claim_line(r) -> str:
+    """``- label: +1.23 AP [+0.40, +2.06], n = 5 -> **held** (Holm p 0.012, m = 2)``, with its notes."""
+    if not r["n"]:
+        effect = "no paired runs"
+    else:
+        effect = ci_text(r["mean"], r["ci_low"], r["ci_high"], r["n"], unit=r["unit"] or "").replace("  ", " ")
+    edge = r["edge"]
+    edge = f", against the edge {edge:+.2f}" if isinstance(edge, float) and edge and not math.isnan(edge) else ""
+    holm = "no test" if math.isnan(r["p_holm"]) else f"Holm p {r['p_holm']:.3f}"
+    note = f"; {r['note']}" if isinstance(r.get("note"), str) and r["note"] else ""
+    paper = f" Paper: {r['paper']} (reference)." if isinstance(r.get("paper"), str) and r["paper"] else ""
+    return f"- {r['claim']}: {effect} -> **{r['verdict']}** ({holm}, m = {int(r['m'])}{edge}{note}).{paper}"
+
+
+def family_lines(judged: pd.DataFrame) -> list[str]:
+    """The family's claims, then its composite statements."""
+    out = []
+    for family, rows in judged.groupby("family", sort=False):
+        out.append(f"**{family}** -- {int(rows.m.iloc[0])} claim(s), fixed in `glamd_core.claims` before the "
+                   "numbers; Holm within the family; 95 % CIs unadjusted (t, n - 1 df):")
+        out += [claim_line(r) for _, r in rows.iterrows()]
+        for _, c in C.composites(rows).iterrows():
+            out.append(f"- **{c['claim']}** (every member must hold): **{c['verdict']}** ({c['counts']} of "
+                       f"{c['members']}; the member furthest on the wrong side: {c['worst']}).")
+    return out
+
+
+def fig2_lines(judged: pd.DataFrame) -> list[str]:
+    """Fig. 2's reading on both scales, saying which is which."""
+    return family_lines(judged) + [
+        "Scales: *AP lost* to an error type is the difference of two adjacent cocoapi bands (C50 - C75: the AP "
+        "lost between IoU .5 and .75); it grows with how many objects a model finds at all. *Share kept* is the "
+        "stricter band's AP over the looser one's (C75 / C50 for C50 - C75): the part of its AP a model keeps "
+        "across that error type, whatever its level. Each type has a claim on each scale, all in one family."]
+
+
+def distance_lines(judged: pd.DataFrame, screen: pd.DataFrame, map_sides: dict, patch: int, screen_patch: int,
+                   screen_seed: int) -> list[str]:
+    """Figs. 3-4: the claims over training seeds at the levels the patch-2 GLAM splits, then the one-seed
+    screen per level (GLAMD at ``screen_patch`` - global mask, per image), which gives no verdict.
+    ``screen``: rows per level with ``mean``, ``lower`` (images where GLAMD is nearer) and ``images``."""
+    out = family_lines(judged)
+    untestable = [lvl for lvl, side in map_sides.items() if max(side) <= patch]
+    if untestable:
+        out.append(f"- {', '.join(untestable)}: the map fits in one {patch}-cell patch, so GLAM is the global mask "
+                   "by construction: untestable here.")
+    parts = [f"{r.level} {r.mean:+.3f} (GLAMD nearer on {int(r.lower)}/{int(r.images)} images)"
+             for r in screen.itertuples()]
+    one_patch = [r for r in screen.itertuples() if max(map_sides[r.level]) <= screen_patch]
+    out.append(f"- The screen (one training seed, {screen_seed}; GLAMD at patch {screen_patch}): GLAMD - global mask "
+               f"in mean L1 per level: {'; '.join(parts)}. Images are not independent replicates of training: one "
+               "seed is one pair of students, so the screen proposes and gives no verdict.")
+    if one_patch:
+        worst = max(one_patch, key=lambda r: abs(r.mean))
+        out.append(f"- At {', '.join(r.level for r in one_patch)} the two students' masks are identical (one patch), "
+                   f"yet the screen differs by up to {worst.mean:+.3f} ({worst.level}): the size of one seed's "
+                   "run-to-run difference, against which no one-seed difference can be read.")
+    return out
+
+
+PARTS_09 = {"GLAMD's head terms": "GLAMD's head terms add to GLAMD's feature term",
+            "GLAMD's feature term against DeFeat's": "GLAMD's feature term beats DeFeat's"}
+
+
+def parts_lines(judged: pd.DataFrame, table3: dict) -> list[str]:
+    """09: per kind, which part carries Table 3's gap -- only where Table 3's verdict (its own family's,
+    ``table3``: {kind: verdict}, None if not yet computed) and the part's Holm verdict say so."""
+    out = family_lines(judged)
+    for kind in ("faster_rcnn", "retinanet", "cascade_rcnn"):
+        rows = judged[judged.claim.str.startswith(f"{kind}: ")]
+        if rows.empty:
+            continue
+        verdicts = {name: rows[rows.claim == f"{kind}: {claim}"].verdict for name, claim in PARTS_09.items()}
+        verdicts = {k: v.iloc[0] for k, v in verdicts.items() if len(v)}
+        gap = (table3 or {}).get(kind)
+        listed = "; ".join(f"{k}: {v}" for k, v in verdicts.items())
+        if gap in ("held", "reversed"):
+            carriers = [k for k, v in verdicts.items() if v == gap]
+            side = "GLAMD's" if gap == "held" else "DeFeat's"
+            out.append(f"- **{kind}**: Table 3 (its own family) is **{gap}** ({side} side). Parts, Holm within this "
+                       f"family: {listed}. Carried by: " + (", ".join(carriers) if carriers else
+                                                             "no part by its own verdict") + ".")
+        else:
+            out.append(f"- **{kind}**: Table 3 (its own family) is **{gap or 'not yet computed'}**: no gap to "
+                       f"attribute, so no part is said to carry one. Parts: {listed}.")
+    return out
+
+
+PAPER_GAP = (3.5, 4.1)  # Table 1's teacher - student gaps (reference); its metric is not stated
+
+
+def gap_lines(judged: pd.DataFrame, gaps: pd.DataFrame) -> list[str]:
+    """10: the claims at ResNet10t (fixed seeds), then every point's gap on both scales (COCO AP and
+    AP50) and its effects as CIs without verdicts. ``gaps``: rows per (kind, point) with ``gap_AP``,
+    ``gap_AP50``, ``n`` and the GLAMD - DeFeat ``mean`` / ``ci_low`` / ``ci_high``."""
+    out = family_lines(judged)
+    for kind, rows in gaps.groupby("kind", sort=False):
+        points = "; ".join(f"{r.point}: gap {r.gap_AP:.1f} AP / {r.gap_AP50:.1f} AP50, GLAMD - DeFeat "
+                           f"{ci_text(r.mean, r.ci_low, r.ci_high, r.n)}" for r in rows.itertuples())
+        out.append(f"- {kind}, every point (descriptive, no verdict beyond the claims above): {points}.")
+    out.append(f"- The paper's teacher-student gaps are {PAPER_GAP[0]}-{PAPER_GAP[1]} (Table 1, VOC). Its RetinaNet "
+               "teacher's 79.63 is on the mAP50 scale, so for RetinaNet the comparable gap here is the AP50 one; for "
+               "Faster R-CNN the paper does not say which metric its numbers are, so which of our points matches "
+               "its gap is unknown.")
+    return out

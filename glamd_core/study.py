@@ -1,0 +1,71 @@
+"""The steps every experiment notebook takes, one call each: train and label its runs, judge its
+family's claims, write its results.
+
+A notebook lists its runs with :mod:`glamd_core.plans` -- experiments, or tuples whose last item is
+the experiment and whose other items are labels (``(point, row, experiment)``) -- and hands them to
+:func:`train`, which trains what the run cache lacks and returns one labelled row per run.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from . import claims as C
+from .experiments import Experiment, is_finished, results_frame, run_all, write_results
+from .profiles import get_profile
+
+
+@dataclass
+class Trained:
+    """What :func:`train` returns: the runs as a frame (test split, one row per listed run, labels as
+    columns), their result dicts, how many were trained by this call, and when the notebook started."""
+
+    frame: pd.DataFrame
+    results: list[dict]
+    trained_now: int
+    started: float = field(default_factory=time.perf_counter)
+
+
+def train(rows, labels=(), workers=None, data_root=None, split: str = "test", dedupe: bool = False) -> Trained:
+    """Train (or fetch) every run of ``rows`` and label it. ``rows``: experiments, or tuples ending in
+    one whose other items go into the columns ``labels`` (same length). ``dedupe``: keep the first of
+    two rows naming one (label, seed) -- a point listed twice counts once."""
+    started = time.perf_counter()
+    rows = list(rows)
+    experiments = [r[-1] if isinstance(r, tuple) else r for r in rows]
+    if not all(isinstance(e, Experiment) for e in experiments):
+        raise TypeError("study.train takes Experiments, or tuples ending in one")
+    labels = list(labels)
+    for r in rows:
+        if isinstance(r, tuple) and len(r) - 1 != len(labels):
+            raise ValueError(f"a row {r[:-1]} has {len(r) - 1} labels for the columns {labels}")
+    new = sum(not is_finished(e, data_root=data_root) for e in experiments)
+    results = run_all(experiments, workers=workers, data_root=data_root)
+    frame = results_frame(results, split=split)
+    for i, name in enumerate(labels):
+        frame[name] = [r[i] for r in rows]
+    if dedupe and labels:
+        frame = frame.drop_duplicates([labels[-1], "kind", "seed"])
+    return Trained(frame, results, new, started)
+
+
+def judge(family: str, profile: str, **tables: pd.DataFrame) -> pd.DataFrame:
+    """The family's claims (:func:`glamd_core.claims.judge`) on this notebook's tables."""
+    return C.judge(family, tables, get_profile(profile))
+
+
+def save(name: str, profile: str, seeds, trained: Trained, tables: dict, judged: pd.DataFrame | None = None,
+         conclusion: list[str] | str = "", figures: dict | None = None, **extra):
+    """Write ``results/<name>/``: the tables, the claims table (``claims.csv`` / ``.md``), the computed
+    ``conclusion.md`` and the manifest (which holds no verdict: those live in the claims table)."""
+    tables = dict(tables)
+    if judged is not None:
+        tables["claims"] = judged.drop(columns=[c for c in ("diffs",) if c in judged])
+    text = conclusion if isinstance(conclusion, str) else "\n".join(conclusion)
+    return write_results(name, get_profile(profile), seeds, time.perf_counter() - trained.started, tables=tables,
+                         figures=figures, notebook=f"{name}.ipynb", conclusion=text, split="test",
+                         runs=trained.results, runs_trained_now=int(trained.trained_now),
+                         train_minutes_of_runs=round(float(trained.frame.train_minutes.sum()), 1), **extra)
