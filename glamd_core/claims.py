@@ -316,7 +316,9 @@ def composites(judged: pd.DataFrame) -> pd.DataFrame:
         worst = members.loc[margin.fillna(-np.inf).idxmin()]
         rows.append({"family": comp.family, "m": int(members.m.iloc[0]), "claim": comp.label, "paper": comp.paper,
                      "paper_delta": comp.paper_delta,
-                     "members": len(members), "verdict": stats.family_verdict(members.verdict),
+                     "members": len(members),
+                     "verdict": ("untestable here" if (members.verdict == "untestable here").all()
+                                 else stats.family_verdict(members.verdict)),
                      "counts": ", ".join(f"{v} {int((members.verdict == v).sum())}" for v in
                                          ("held", "reversed", "inconclusive", "untestable here")
                                          if (members.verdict == v).any()),

@@ -121,3 +121,71 @@ def gap_lines(judged: pd.DataFrame, gaps: pd.DataFrame) -> list[str]:
                "Faster R-CNN the paper does not say which metric its numbers are, so which of our points matches "
                "its gap is unknown.")
     return out
+
+
+SWEEP_BANDS = {"x0.5-2": (0.5, 2.0), "x0.25-4": (0.25, 4.0), "every point": (0.0, float("inf"))}
+
+
+def sweep_summary(sensitivity: pd.DataFrame, spread: float) -> pd.DataFrame:
+    """Fig. 1's descriptive table per parameter (:func:`stats.sweep_sensitivity` indexed by parameter):
+    the worst point per band, the range no worse than one default seed-std, points better by more."""
+    rows = []
+    for parameter, read in sensitivity.iterrows():
+        entry = {"parameter": parameter}
+        for band in SWEEP_BANDS:
+            w = read[f"worst {band}"]
+            entry[f"worst {band}"] = ("-" if w is None or (isinstance(w, float) and math.isnan(w)) else
+                                      f"{w}: {read[f'worst {band} mean']:+.2f} ± {read[f'worst {band} std']:.2f}")
+        if math.isnan(spread):
+            entry["no worse than one default seed-std"] = entry["better by more than one seed-std"] = \
+                "n/a (one default seed)"
+        else:
+            entry["no worse than one default seed-std"] = (f"x{read['safe from']:g} - x{read['safe to']:g}"
+                                                           if read["safe from"] != read["safe to"] else "the default only")
+            entry["better by more than one seed-std"] = ", ".join(f"x{m:g} ({d:+.2f})" for m, d in read["better"]) or "none"
+        rows.append(entry)
+    return pd.DataFrame(rows)
+
+
+def sweep_lines(summary: pd.DataFrame, points: pd.DataFrame, spread: float, gain: float) -> list[str]:
+    """Fig. 1's descriptive lines (point estimates, no verdicts): each parameter's worst points, and the
+    temperature's points within x0.5-2 with their CIs (the paper fixes the temperature)."""
+    from . import paper
+
+    out = [f"- Descriptive (point estimates; the default's seed-std is {spread:.2f} AP, its gain over the student "
+           f"{gain:+.2f} AP): " + "; ".join(f"{r['parameter']}: worst over x0.5-2 {r['worst x0.5-2']}, over every "
+                                            f"point {r['worst every point']}" for _, r in summary.iterrows()) + ".",
+           f"- The paper's worst point loses {paper.FIG1_WORST_DROP} AP, {paper.fig1_drop_share():.0%} of its gain "
+           "(COCO, reference); its Fig. 1 does not say which multipliers it tried."]
+    temperature = points[(points.parameter == "temperature") & points.multiplier.between(*SWEEP_BANDS["x0.5-2"])]
+    if len(temperature):
+        out.append("- Temperature (ours; the paper fixes it), x0.5-2, 95 % CI, no verdict: " + "; ".join(
+            f"{r['row']} {ci_text(r['mean'], r['ci_low'], r['ci_high'], r['n'])}" for _, r in temperature.iterrows()) + ".")
+    return out
+
+
+def screen_lines(screen: pd.DataFrame, followed: pd.DataFrame, component_of: dict, kind: str, screen_seed: int,
+                 second_seed: int) -> list[str]:
+    """04's one-component-at-a-time screen and its second-seed follow-up: proposals, never verdicts (two
+    seeds and no interval). ``screen``: :func:`stats.gap_shares` at the screen seed; ``followed``:
+    :func:`stats.confirmed_shares` over both seeds."""
+    out = [f"- Screen ({kind}, seed {screen_seed}; each variant's change against its own method, and as a share of the "
+           "GLAMD - DeFeat gap closed, negative = widened): " + "; ".join(
+               f"{r['variant']} {r['change']:+.2f}" + ("" if pd.isna(r["gap share"]) else f" ({r['gap share']:+.0%})")
+               for _, r in screen.iterrows()) + "."]
+    if screen["gap share"].isna().all() and len(screen):
+        out.append(f"- At seed {screen_seed} the gap is {screen['gap'].iloc[0]:+.2f} AP: below the 1-AP lead a share "
+                   "could be read against, so no share is given.")
+    for _, r in followed.iterrows():
+        if pd.isna(r["mean_share"]):
+            out.append(f"- Follow-up: {r['variant']}: no share (the lead is below 1 AP at a seed, or changes sign).")
+            continue
+        out.append(f"- Follow-up at seed {second_seed}: {r['variant']} (tests {component_of[r['variant']]}) moves "
+                   f"{r['mean_share']:+.0%} of the gap on average (per seed: "
+                   f"{', '.join(f'{x:+.0%}' for x in r['per_seed'].values())})"
+                   + (f"; {r['note']}" if r["note"] else "") + ".")
+    proposed = [component_of[v] for v in followed[followed.verdict == "carries"].variant]
+    out.append(f"- Proposed for a seeded test (two seeds, no interval: a screen proposes, it does not conclude): "
+               + (", ".join(dict.fromkeys(proposed)) + " closed more than half the gap at both seeds" if proposed
+                  else "no component closed more than half the gap at both seeds") + ".")
+    return out
