@@ -247,12 +247,31 @@ def error_losses(bands: pd.DataFrame, order=None) -> pd.DataFrame:
     if unknown:
         raise ValueError(f"unknown bands {sorted(unknown)}; cocoapi's are {order}")
     ids = [c for c in bands.columns if c not in ("band", "AP")]
+    twice = bands.duplicated([*ids, "band"])
+    if twice.any():  # a duplicated run would otherwise be hidden by the pivot
+        raise ValueError(f"error_losses: a band given twice for {bands.loc[twice, [*ids, 'band']].values.tolist()[:3]}")
     wide = bands.pivot_table(index=ids, columns="band", values="AP", aggfunc="first")
     missing = [b for b in order if b not in wide.columns]
     if missing:
         raise ValueError(f"bands {missing} are missing; the losses need every band of {order}")
     lost = pd.DataFrame({f"{b} - {a}": wide[b] - wide[a] for a, b in zip(order, order[1:])}, index=wide.index)
     return lost.stack().rename("AP lost").rename_axis([*ids, "error"]).reset_index()
+
+
+def error_scales(bands: pd.DataFrame, order=None) -> pd.DataFrame:
+    """Each error type on both scales (Fig. 2's claims read both): ``AP lost`` (:func:`error_losses`) and
+    ``share kept``, the stricter band's AP over the looser one's (C75 / C50 for ``C50 - C75``), the part
+    of its AP a model keeps across that type whatever its level (NaN where the looser band is 0)."""
+    from .evaluation import BANDS
+
+    order = list(order or BANDS)
+    lost = error_losses(bands, order)
+    ids = [c for c in bands.columns if c not in ("band", "AP")]
+    wide = bands.pivot_table(index=ids, columns="band", values="AP", aggfunc="first")
+    kept = pd.DataFrame({f"{b} - {a}": wide[a] / wide[b].where(wide[b] > 0) for a, b in zip(order, order[1:])},
+                        index=wide.index)
+    kept = kept.stack(future_stack=True).rename("share kept").rename_axis([*ids, "error"]).reset_index()
+    return lost.merge(kept, on=[*ids, "error"], how="left")
 
 
 def error_loss_claims(bands: pd.DataFrame, baseline: str = "student") -> pd.DataFrame:

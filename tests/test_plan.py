@@ -153,5 +153,5 @@ def test_estimates_match_the_backbone_and_say_when_they_borrow_another(tmp_path)
     table.drop(columns="backbone").to_csv(old, index=False)
     assert set(costs.read_costs(old).backbone) == {"regnetx_002"}
     assert R.setting_label(Experiment("faster_rcnn", "none", "cpu", student="resnet10t",
-                                      init_from=Experiment("faster_rcnn", "none", "cpu"))) == \
+                                      init_from=Experiment("faster_rcnn", "none", "cpu", student="resnet10t"))) == \
         "student=resnet10t, warm start from its none run, seed 0"
