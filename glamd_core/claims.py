@@ -253,7 +253,14 @@ def differences(claim: Claim, tables: dict) -> pd.Series:
 
 
 def _edge(claim: Claim, tables: dict) -> tuple[float, str]:
-    """The claim's edge (0, or -share x gain) and, where there is none to test against, why."""
+    """The claim's edge (0, or -share x gain) and, where there is none to test against, why: no gain
+    to take a share of, or the table marks the claim's rows ``untestable`` (a reason, e.g. a map that
+    fits in one patch at this image size)."""
+    picked = _pick(claim, tables)
+    if "untestable" in picked and len(picked):
+        reasons = picked["untestable"].fillna("").astype(str)
+        if (reasons.str.len() > 0).all():
+            return float("nan"), f"{reasons.iloc[0]}: untestable here"
     if claim.tolerance_share is None:
         return 0.0, ""
     gain_claim = Claim(claim.family, "gain", claim.baseline, claim.gain_of, table=claim.table, column=claim.column,
