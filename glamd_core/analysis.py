@@ -169,14 +169,18 @@ def teacher_mask_coverage(teacher: TrainedRun, indices, patch_sizes=(7, 2), temp
     cell, equal weights) and the uniform mask (no preference: its share is the boxes' area). Masks
     are the teacher's alone: where its attention lies, before a student's is averaged in. One row per
     (image, level, mask): ``inside``, ``area``, ``boxes_holding``, ``lift`` (inside / area) and ``peak``
-    (the heaviest cell's share of the weight)."""
+    (the heaviest cell's share of the weight). Images without a box are left out for every mask alike
+    (where the boxes hold nothing, no mask has a share on them); how many is in ``.attrs["without_boxes"]``."""
     from .methods.defeat import box_foreground_mask
 
-    dataset, model, rows = teacher.dataset("test"), teacher.model, []
+    dataset, model, rows, without = teacher.dataset("test"), teacher.model, [], 0
     for i in indices:
         image, target = dataset[i]
         batch, targets = model.transform([image], [{k: v for k, v in target.items() if k in ("boxes", "labels")}])
         boxes = targets[0]["boxes"]
+        if len(boxes) == 0:
+            without += 1
+            continue
         for level, feat in enumerate(model.backbone(batch.tensors).values()):
             stride = batch.tensors.shape[-1] / feat.shape[-1]
             glob = global_spatial_mask(feat, temperature)[0, 0]
@@ -186,13 +190,13 @@ def teacher_mask_coverage(teacher: TrainedRun, indices, patch_sizes=(7, 2), temp
             masks["DeFeat boxes"] = box_foreground_mask([boxes], *feat.shape[-2:], stride)[0, 0].double()
             masks["uniform"] = torch.ones_like(glob)
             for name, m in masks.items():
-                if m.sum() <= 0:  # no box: DeFeat's mask holds nothing on this image
-                    continue
                 cov = mask_coverage(m, boxes, stride)
                 rows.append({"image": int(i), "level": level, "mask": name, **cov,
                              "lift": cov["inside"] / cov["area"] if cov["area"] else float("nan"),
                              "peak": float(m.max() / m.sum())})
-    return pd.DataFrame(rows)
+    out = pd.DataFrame(rows)
+    out.attrs["without_boxes"] = without
+    return out
 
 
 def coverage_summary(coverage: pd.DataFrame) -> pd.DataFrame:

@@ -88,7 +88,7 @@ def parts_lines(judged: pd.DataFrame, table3: dict) -> list[str]:
         rows = judged[judged.claim.str.startswith(f"{kind}: ")]
         if rows.empty:
             continue
-        verdicts = {name: rows[rows.claim == f"{kind}: {claim}"].verdict for name, claim in PARTS_09.items()}
+        verdicts = {name: rows[rows.claim.str.startswith(f"{kind}: {claim}")].verdict for name, claim in PARTS_09.items()}
         verdicts = {k: v.iloc[0] for k, v in verdicts.items() if len(v)}
         gap = (table3 or {}).get(kind)
         listed = "; ".join(f"{k}: {v}" for k, v in verdicts.items())
@@ -189,3 +189,16 @@ def screen_lines(screen: pd.DataFrame, followed: pd.DataFrame, component_of: dic
                + (", ".join(dict.fromkeys(proposed)) + " closed more than half the gap at both seeds" if proposed
                   else "no component closed more than half the gap at both seeds") + ".")
     return out
+
+
+def table3_verdicts(profile: str) -> dict | None:
+    """Table 3's verdicts per detector, as notebook 04 computed them in their own family (its
+    ``claims.csv`` at ``profile``); None where 04 has not written them."""
+    from .experiments import results_dir
+
+    path = results_dir("04_defeat_comparison", profile, create=False) / "claims.csv"
+    if not path.exists():
+        return None
+    t = pd.read_csv(path)
+    t = t[t.family == "Table 3"]
+    return {claim.split(", ")[-1]: verdict for claim, verdict in zip(t.claim, t.verdict)}
