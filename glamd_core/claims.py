@@ -168,7 +168,7 @@ CLAIMS: tuple[Claim, ...] = (
             "global mask", direction=-1, select=(("level", level),), table="distances", column="student",
             value="L1", unit="L1", seeds="seeds") for level in DISTANCE_LEVELS),
     *_09(),
-    *(Claim("10", f"GLAMD > DeFeat at ResNet10t (the paper's gap), {k}", "GLAMD", "DeFeat",
+    *(Claim("10", f"GLAMD > DeFeat at ResNet10t (the key point), {k}", "GLAMD", "DeFeat",
             select=(("kind", k), ("point", "resnet10t"))) for k in ("faster_rcnn", "retinanet")),
 )
 

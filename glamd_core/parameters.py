@@ -83,6 +83,30 @@ def _kinds(name, value):
     return [_kind(f"{name}[{i}]", k) for i, k in enumerate(value)]
 
 
+def _gap_kinds(name, value):
+    from .plans import GAP_KINDS
+
+    kinds = _kinds(name, value)
+    for i, k in enumerate(kinds):
+        if k not in GAP_KINDS:
+            raise _bad(f"{name}[{i}]", k, f"one of {list(GAP_KINDS)} (the kinds notebook 10's points are planned for)")
+    return kinds
+
+
+def _backbones(name, value):
+    import difflib
+
+    import timm
+
+    _non_empty_list(name, value, "a non-empty list of timm backbone names, e.g. ['resnet10t', 'resnet18']")
+    known = set(timm.list_models())
+    for i, b in enumerate(value):
+        if not isinstance(b, str) or b not in known:
+            close = difflib.get_close_matches(str(b), known, n=3)
+            raise _bad(f"{name}[{i}]", b, "a timm backbone name" + (f" (did you mean {close}?)" if close else ""))
+    return list(value)
+
+
 def _profile(name, value):
     if value not in PROFILES:
         raise _bad(name, value, f"one of {sorted(PROFILES)} (or set $GLAMD_PROFILE)")
@@ -126,6 +150,8 @@ RULES = {
     "sweep_seeds": _optional(_seed_list),
     "claim_seeds": _optional(_seed_list),
     "kinds": _kinds,
+    "gap_kinds": _gap_kinds,
+    "gap_backbones": _optional(_backbones),
     "kind": _kind,
     "screen_kind": _kind,
     "workers": _optional(lambda n, v: _int(n, v, 1)),

@@ -261,15 +261,23 @@ GAP_BACKBONES = ("resnet10t", "resnet18")  # nearer the teacher than the profile
 GAP_ROWS = {"none": "student alone", "defeat": "DeFeat", "glamd": "GLAMD", "global": "global mask"}
 
 
-def teacher_student_gap_experiments(profile: str, seeds, kinds=GAP_KINDS,
-                                    claim_seeds=None) -> list[tuple[str, str, Experiment]]:
+def teacher_student_gap_experiments(profile: str, seeds, kinds=GAP_KINDS, claim_seeds=None,
+                                    backbones=GAP_BACKBONES) -> list[tuple[str, str, Experiment]]:
     """Notebook 10's runs as ``(point, row, experiment)``, at the profile's chosen settings (not re-tuned).
     Faster R-CNN: the profile's student (Table 3's runs), the same student warm-started from its own
     student-alone run at the same seed and trained one more schedule with each method (the student alone
     too, so every row has two schedules), ResNet10t (plus the global mask) and ResNet18 at the first seed
     only (level with the teacher: nothing left to give; no headline reads it). Each point: student
     alone, DeFeat and GLAMD. RetinaNet: ResNet10t only. ResNet10t, the key point (near the paper's gap),
-    at :func:`claim_seeds_of` for both kinds, decided before training."""
+    at :func:`claim_seeds_of` for both kinds, decided before training. ``backbones``: the points nearer
+    the teacher, the first one the key point (default :data:`GAP_BACKBONES`)."""
+    unknown = [k for k in kinds if k not in GAP_KINDS]
+    if unknown:
+        raise ValueError(f"the teacher-student gap is planned for {GAP_KINDS}, not {unknown} (Cascade R-CNN shares "
+                         "Faster R-CNN's student; its points were never planned)")
+    backbones = tuple(backbones)
+    if not backbones:
+        raise ValueError("backbones: give at least one student backbone nearer the teacher, e.g. ['resnet10t']")
     key_seeds = claim_seeds_of(profile, seeds, claim_seeds)
     out = []
     for kind in kinds:
@@ -277,10 +285,10 @@ def teacher_student_gap_experiments(profile: str, seeds, kinds=GAP_KINDS,
         out.append(("teacher", "teacher", Experiment(kind, "teacher", profile, seed=seeds[0])))
         three = ("none", "defeat", "glamd")
         points = [(student, None, False, seeds, three), (f"{student}, warm start", None, True, seeds, three)]
-        points += [(b, b, False, key_seeds if b == GAP_BACKBONES[0] else seeds[:1],
-                    three + (("global",) if b == GAP_BACKBONES[0] else ())) for b in GAP_BACKBONES if b != student]
-        if kind == "retinanet":  # ResNet10t only (the profile's student, where that is ResNet10t)
-            points = [p[:4] + (three,) for p in points if p[0] == GAP_BACKBONES[0]]
+        points += [(b, b, False, key_seeds if b == backbones[0] else seeds[:1],
+                    three + (("global",) if b == backbones[0] else ())) for b in backbones if b != student]
+        if kind == "retinanet":  # the key point only (the profile's student, where that is it)
+            points = [p[:4] + (three,) for p in points if p[0] == backbones[0]]
         for point, backbone, warm, point_seeds, methods in points:
             for s in point_seeds:
                 init = Experiment(kind, "none", profile, seed=s) if warm else None
