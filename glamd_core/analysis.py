@@ -97,32 +97,6 @@ def feature_distances(teacher: TrainedRun, students: dict[str, TrainedRun], imag
     return maps, pd.DataFrame(rows)
 
 
-def distance_claims(distances: pd.DataFrame, map_sides: dict, patch_size: int, row: str = "GLAMD",
-                    baseline: str = "global mask") -> pd.DataFrame:
-    """Figs. 3-4's claim, "``row``'s feature distance to the teacher is lower than ``baseline``'s", per
-    FPN level over training seeds: per seed, the mean L1 over the same images (a paired, per-image
-    difference averaged), then paired over seeds with its 95 % CI and a verdict after Holm over the
-    levels where the claim is testable. Where a level's map fits in one ``patch_size`` patch, GLAM is
-    the global mask by construction: that level gets ``untestable here`` and no test.
-    ``distances``: :func:`feature_distances`' frame with a ``seed`` column (the students' training
-    seed); ``map_sides``: :func:`fpn_map_sides`."""
-    from .stats import claim_verdicts, paired_by
-
-    names = list(map_sides)
-    means = (distances[distances.student.isin([row, baseline])].groupby(["level", "student", "seed"]).L1.mean()
-             .reset_index())
-    means["level"] = [names[int(level)] for level in means.level]
-    means["cells"] = [" x ".join(map(str, map_sides[level])) for level in means.level]
-    one_patch = [max(map_sides[level]) <= patch_size for level in means.level]
-    untestable = means[one_patch].drop_duplicates("level")[["level", "cells"]].assign(verdict="untestable here")
-    testable = means[[not x for x in one_patch]]
-    out = pd.DataFrame()
-    if len(testable):
-        paired = paired_by(testable.rename(columns={"student": "row", "L1": "AP"}), ["level", "cells"], baseline)
-        out = claim_verdicts(paired.assign(claim=paired.level), -1, row="claim").drop(columns="claim")
-    return pd.concat([out, untestable], ignore_index=True)
-
-
 @torch.no_grad()
 def stage_masks(teacher: nn.Module, image: torch.Tensor, patch_size: int = 7, temperature: float = 0.5) -> list[dict]:
     """Per FPN stage, the teacher's global and local (GLAM) spatial masks for one image, each
@@ -276,19 +250,6 @@ def error_scales(bands: pd.DataFrame, order=None) -> pd.DataFrame:
                         index=wide.index)
     kept = kept.stack(future_stack=True).rename("share kept").rename_axis([*ids, "error"]).reset_index()
     return lost.merge(kept, on=[*ids, "error"], how="left")
-
-
-def error_loss_claims(bands: pd.DataFrame, baseline: str = "student") -> pd.DataFrame:
-    """Fig. 2's claim, "the distilled model loses less AP to every error type", read on
-    :func:`error_losses`: per kind and error type, each other ``model`` - ``baseline`` in AP lost,
-    paired per seed, with its 95 % CI and a verdict after Holm over the family (every kind x type).
-    ``bands``: long rows with ``kind``, ``model``, ``seed``, ``band``, ``AP``."""
-    from .stats import claim_verdicts, paired_by
-
-    losses = error_losses(bands[["kind", "model", "seed", "band", "AP"]])
-    pairs = paired_by(losses.rename(columns={"model": "row", "AP lost": "AP"}), ["kind", "error"], baseline)
-    named = pairs.assign(claim=pairs.kind + ": " + pairs.error)
-    return claim_verdicts(named, {c: -1 for c in named.claim}, row="claim").drop(columns="claim")
 
 
 def mean_bands(frames: list[pd.DataFrame]) -> pd.DataFrame:

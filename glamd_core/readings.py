@@ -185,7 +185,7 @@ def screen_lines(screen: pd.DataFrame, followed: pd.DataFrame, component_of: dic
                    f"{', '.join(f'{x:+.0%}' for x in r['per_seed'].values())})"
                    + (f"; {r['note']}" if r["note"] else "") + ".")
     proposed = [component_of[v] for v in followed[followed.verdict == "carries"].variant]
-    out.append(f"- Proposed for a seeded test (two seeds, no interval: a screen proposes, it does not conclude): "
+    out.append("- Proposed for a seeded test (two seeds, no interval: a screen proposes, it does not conclude): "
                + (", ".join(dict.fromkeys(proposed)) + " closed more than half the gap at both seeds" if proposed
                   else "no component closed more than half the gap at both seeds") + ".")
     return out

@@ -171,23 +171,6 @@ def family_verdict(verdicts) -> str:
     return "held" if verdicts and all(v == "held" for v in verdicts) else "inconclusive"
 
 
-def tolerance_claims(points: pd.DataFrame, gain: float, tolerance_share: float, band=(0.5, 2.0),
-                     parameters=("alpha", "beta", "gamma")) -> tuple[pd.DataFrame, str]:
-    """Fig. 1's "hardly sensitive", read against the distillation gain: each point of ``parameters``
-    whose multiplier lies in ``band`` (rows of :func:`paired_differences` against the default, with
-    ``parameter`` and ``multiplier`` columns) must lose less than ``tolerance_share`` of ``gain``
-    (the default's AP over the student). Claims "drop above -tolerance", Holm over those points;
-    returns them and the family's verdict (:func:`family_verdict`)."""
-    if not (math.isfinite(gain) and 0 < tolerance_share <= 1):
-        raise ValueError(f"tolerance_claims needs a finite gain and a share in (0, 1]; got {gain}, {tolerance_share}")
-    if gain <= 0:  # -share x a negative gain would flip the edge to the claim's side
-        raise ValueError(f"tolerance_claims: the default has no gain to lose a share of ({gain:+.2f}); "
-                         "'hardly sensitive' relative to the gain is untestable here")
-    inside = points[points.parameter.isin(parameters) & points.multiplier.between(*band)]
-    claims = claim_verdicts(inside, {r: +1 for r in inside.row}, against=-tolerance_share * gain)
-    return claims, family_verdict(claims.verdict)
-
-
 def verdict_text(claim: pd.Series, unit: str = "AP") -> str:
     """One row of :func:`claim_verdicts` as a reader needs it: ``+2.06 AP [-6.34, +10.45], n = 3 ->
     **inconclusive** (Holm p 0.52)``; a tolerance claim names its edge."""

@@ -27,18 +27,20 @@ def test_gaps_and_paired_gains_per_point():
     assert far.loc["GLAMD - DeFeat", "mean"] == pytest.approx((-7 - 6.6 - 7.2) / 3)
     assert far.loc["GLAMD - DeFeat", "ci_high"] < 0
     assert list(dict.fromkeys(table.point)) == ["regnetx_002", "resnet18", "resnet10t"]  # largest gap first
-    assert gap.nearest_paper_point(table, "faster_rcnn") == "resnet10t"  # gap 3.93 against the paper's 3.5-4.1
 
 
-def test_the_reading_gives_the_sign_change_and_the_verdict_nearest_the_papers_gap():
+def test_every_point_is_summarised_on_both_scales_and_read_without_a_verdict():
+    from glamd_core import readings
+
     table = gap.gains(FRAME, {"faster_rcnn": 70.0})
-    claims = gap.head_to_head(table).set_index("point")
-    assert claims.loc["regnetx_002", "verdict"] == "reversed" and claims.loc["resnet10t", "verdict"] == "held"
-    assert claims.loc["resnet18", "verdict"] == "inconclusive"  # one seed: no interval
-    assert (claims.p_holm.dropna() >= claims.p.dropna()).all()
-    [line] = gap.reading(table)
-    assert "changes sign between gaps 41.0 and" in line
-    assert "resnet10t (gap 3.9): GLAMD beats DeFeat +1.07 AP [+0.69, +1.45], n = 3" in line and "**held**" in line
+    table50 = gap.gains(FRAME.assign(AP=FRAME.AP + 20), {"faster_rcnn": 95.0})  # AP50: 20 higher, teacher 95
+    points = gap.point_summary(table, table50).set_index("point")
+    assert points.loc["resnet10t", "gap_AP"] == pytest.approx(70 - 66.0666, abs=1e-3)
+    assert points.loc["resnet10t", "gap_AP50"] == pytest.approx(95 - 86.0666, abs=1e-3)
+    assert points.loc["resnet10t", "mean"] == pytest.approx(1.0666, abs=1e-3) and points.loc["resnet18", "n"] == 1
+    lines = "\n".join(readings.gap_lines(pd.DataFrame(columns=["family"]), points.reset_index().assign(kind="faster_rcnn")))
+    assert "resnet10t: gap 3.9 AP / 8.9 AP50, GLAMD - DeFeat +1.07 AP [+0.69, +1.45], n = 3" in lines
+    assert "does not say which metric" in lines and "held" not in lines
 
 
 def test_a_point_without_its_student_alone_or_a_kind_without_a_teacher_is_named():
@@ -49,17 +51,20 @@ def test_a_point_without_its_student_alone_or_a_kind_without_a_teacher_is_named(
 
 
 def test_the_plan_spans_the_gap_with_warm_starts_from_each_seeds_own_student(tmp_path):
-    rows = plans.teacher_student_gap_experiments("cpu", [0, 1, 2])
+    rows = plans.teacher_student_gap_experiments("cpu", [0, 1, 2], claim_seeds=[0, 1, 2])
     by = {(e.kind, p, r, e.seed): e for p, r, e in rows}
     warm = by[("faster_rcnn", "regnetx_002, warm start", "GLAMD", 1)]
     assert warm.init_from == by[("faster_rcnn", "regnetx_002", "student alone", 1)]  # its own seed's 12-epoch run
     assert by[("faster_rcnn", "regnetx_002, warm start", "student alone", 2)].init_from.seed == 2
-    table3 = {run_dir(e, runs_dir=tmp_path) for e in plans.defeat_comparison_experiments("cpu", [0, 1, 2])}
+    table3 = {run_dir(e, runs_dir=tmp_path) for e in plans.defeat_comparison_experiments("cpu", [0, 1, 2], claim_seeds=[0, 1, 2])}
     assert {run_dir(by[("faster_rcnn", "regnetx_002", r, s)], runs_dir=tmp_path)
             for r in ("student alone", "DeFeat", "GLAMD") for s in (0, 1, 2)} <= table3  # Table 3's runs
     assert {s for (k, p, _, s) in by if p == "resnet18"} == {0}
     assert {(k, p) for (k, p, _, _) in by if k == "retinanet"} == {("retinanet", "teacher"), ("retinanet", "resnet10t")}
     assert ("faster_rcnn", "resnet10t", "global mask", 2) in by
     assert all(e.distill is None for _, _, e in rows)  # the profile's chosen settings, not re-tuned
-    extra = plans.gap_extra_seeds("cpu", [0, 1, 2])
-    assert {(r, e.seed) for _, r, e in extra} == {(r, s) for r in ("student alone", "DeFeat", "GLAMD") for s in (3, 4)}
+    fixed = plans.teacher_student_gap_experiments("cpu", [0, 1, 2])  # the profile's claim seeds at the key point
+    key = {(e.kind, e.seed) for p, r, e in fixed if p == "resnet10t" and r == "GLAMD"}
+    assert key == {(k, s) for k in ("faster_rcnn", "retinanet") for s in range(5)}
+    with pytest.raises(ValueError, match="not \\['cascade_rcnn'\\]"):
+        plans.teacher_student_gap_experiments("cpu", [0], kinds=("cascade_rcnn",))

@@ -237,28 +237,6 @@ def test_verdicts_held_reversed_inconclusive():
     assert lone.p_holm == pytest.approx(lone.p)
 
 
-def test_tolerance_claims_read_each_band_point_against_a_share_of_the_gain():
-    import pandas as pd
-
-    from glamd_core.stats import family_verdict, tolerance_claims
-
-    def point(row, parameter, multiplier, diffs):
-        return {"row": row, "parameter": parameter, "multiplier": multiplier, "n": len(diffs),
-                "mean": sum(diffs) / len(diffs), "diffs": diffs}
-
-    points = pd.DataFrame([point("alpha x2", "alpha", 2.0, [-0.10, -0.12, -0.08]),  # well inside -1.0: held
-                           point("beta x0.5", "beta", 0.5, [-3.0, -3.1, -2.9]),  # well beyond: reversed
-                           point("beta x4", "beta", 4.0, [-9.0, -9.1, -8.9]),  # outside the band: not a claim
-                           point("temperature x2", "temperature", 2.0, [-5.0, -5.1, -4.9])])  # not a weight
-    claims, overall = tolerance_claims(points, gain=10.0, tolerance_share=0.1)
-    assert list(claims.row) == ["alpha x2", "beta x0.5"] and (claims.against == -1.0).all()
-    assert list(claims.verdict) == ["held", "reversed"] and overall == "reversed"
-    assert family_verdict(["held", "held"]) == "held" and family_verdict(["held", "inconclusive"]) == "inconclusive"
-    assert family_verdict([]) == "inconclusive"
-    with pytest.raises(ValueError, match="finite gain"):
-        tolerance_claims(points, gain=float("nan"), tolerance_share=0.1)
-
-
 def test_paired_by_is_paired_differences_within_each_group():
     import pandas as pd
 

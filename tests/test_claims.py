@@ -1,0 +1,182 @@
+"""The claims list: families fixed before the numbers, one verdict per claim, readings on hand-made
+numbers whose answer is known."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from glamd_core import claims as C
+from glamd_core import readings
+from glamd_core.profiles import get_profile
+
+CPU = get_profile("cpu")
+
+
+def _pairs(rows: dict[str, list[float]], column="row", **fixed) -> list[dict]:
+    return [{column: row, "seed": s, "split": "test", "AP": ap, **fixed} for row, aps in rows.items()
+            for s, ap in enumerate(aps)]
+
+
+def _table3(gains: dict[str, list[float]]) -> pd.DataFrame:
+    rows = []
+    for kind, g in gains.items():
+        base = [30.0, 31.5, 29.0, 32.0, 30.5][:len(g)]
+        rows += _pairs({"DeFeat": base, "GLAMD": [b + x for b, x in zip(base, g)]}, kind=kind, part="table 3")
+    return pd.DataFrame(rows)
+
+
+CLEAR_GAIN = [2.0, 2.2, 1.9, 2.1, 2.05]
+CLEAR_LOSS = [-3.0, -2.8, -3.1, -2.9, -3.05]
+NOISE = [1.0, -1.2, 0.4, -0.3, 0.1]
+
+
+def test_every_family_has_its_notebook_and_a_fixed_m():
+    assert list(C.FAMILIES) == ["Table 1", "Table 2", "Table 3", "Table 4", "Fig. 1", "Fig. 2", "Figs. 3-4", "Fig. 5",
+                                "09", "10"]
+    for family in C.FAMILIES:
+        members = C.family(family)
+        assert members or family in C.NO_CLAIM, family
+        assert len({c.label for c in members}) == len(members)
+    assert len(C.family("Table 3")) == 3 and len(C.family("Fig. 1")) == 6 and len(C.family("Fig. 2")) == 24
+    with pytest.raises(ValueError, match="unknown family"):
+        C.family("Table 9")
+
+
+def test_a_family_is_judged_within_itself_with_its_fixed_m():
+    judged = C.judge("Table 3", {"runs": _table3({"faster_rcnn": CLEAR_GAIN, "retinanet": CLEAR_LOSS,
+                                                   "cascade_rcnn": NOISE})}, CPU).set_index("claim")
+    assert judged.verdict.tolist() == ["held", "reversed", "inconclusive"]
+    assert (judged.m == 3).all() and (judged.n == 5).all() and (judged.p_holm >= judged.p).all()
+    assert judged.loc["GLAMD > DeFeat, faster_rcnn", "mean"] == pytest.approx(np.mean(CLEAR_GAIN))
+
+
+def test_a_claim_short_of_seeds_says_so_and_never_loosens_the_others():
+    full = C.judge("Table 3", {"runs": _table3({"faster_rcnn": CLEAR_GAIN, "retinanet": CLEAR_LOSS,
+                                                 "cascade_rcnn": NOISE})}, CPU).set_index("claim")
+    cut = _table3({"faster_rcnn": CLEAR_GAIN[:1], "retinanet": CLEAR_LOSS, "cascade_rcnn": NOISE})
+    short = C.judge("Table 3", {"runs": cut}, CPU).set_index("claim")
+    assert (short.m == 3).all()  # the family keeps its size
+    row = short.loc["GLAMD > DeFeat, faster_rcnn"]
+    assert row.n == 1 and "n = 1 of 5 planned" in row.note and row.verdict == "inconclusive"
+    others = ["GLAMD > DeFeat, retinanet", "GLAMD > DeFeat, cascade_rcnn"]
+    assert (short.loc[others, "p_holm"] >= full.loc[others, "p_holm"] - 1e-15).all()  # only ever stricter
+    gone = _table3({"retinanet": CLEAR_LOSS, "cascade_rcnn": NOISE})
+    missing = C.judge("Table 3", {"runs": gone}, CPU).set_index("claim").loc["GLAMD > DeFeat, faster_rcnn"]
+    assert missing.n == 0 and "no paired runs" in missing.note and missing.verdict == "inconclusive"
+
+
+def test_a_claim_given_twice_or_a_nan_value_is_named():
+    twice = pd.concat([_table3({"faster_rcnn": CLEAR_GAIN}), _table3({"faster_rcnn": CLEAR_GAIN[:1]})])
+    with pytest.raises(ValueError, match="more than one value per"):
+        C.judge("Table 3", {"runs": twice}, CPU)
+    nan = _table3({"faster_rcnn": CLEAR_GAIN})
+    nan.loc[0, "AP"] = float("nan")
+    with pytest.raises(ValueError, match="GLAMD > DeFeat, faster_rcnn.*not a finite number"):
+        C.judge("Table 3", {"runs": nan}, CPU)
+    with pytest.raises(KeyError, match="reads table 'runs'"):
+        C.judge("Table 3", {"runz": nan}, CPU)
+
+
+def _fig1(drops: dict[str, list[float]], gain=(5.0, 5.2, 4.9, 5.1, 5.0)) -> pd.DataFrame:
+    student = [20.0, 21.0, 19.5, 20.5, 20.2]
+    default = [s + g for s, g in zip(student, gain)]
+    rows = {"student": student, "default": default}
+    rows |= {p: [d + x for d, x in zip(default, drops.get(p, [0.01, -0.02, 0.0, 0.02, -0.01]))] for p in C.FIG1_POINTS}
+    return pd.DataFrame(_pairs(rows))
+
+
+def test_fig1_holds_only_if_every_point_of_the_band_holds():
+    tiny = {p: [0.05, -0.02, 0.03, 0.0, 0.01] for p in C.FIG1_POINTS}  # far inside -10 % of a 5-AP gain
+    judged = C.judge("Fig. 1", {"runs": _fig1(tiny)}, CPU)
+    assert (judged.verdict == "held").all() and judged.edge.iloc[0] == pytest.approx(-0.1 * 5.04)
+    assert C.composites(judged).verdict.iloc[0] == "held"
+    one_drops = dict(tiny, **{"beta x2": [-2.0, -2.1, -1.9, -2.05, -2.0]})
+    judged = C.judge("Fig. 1", {"runs": _fig1(one_drops)}, CPU)
+    comp = C.composites(judged).iloc[0]
+    assert comp.verdict == "reversed" and comp.worst.startswith("hardly sensitive: beta x2")
+
+
+def test_fig1_without_a_gain_is_untestable_not_flipped():
+    """-10 % of a negative gain would put the edge on the claim's side: no edge, no verdict."""
+    judged = C.judge("Fig. 1", {"runs": _fig1({}, gain=(-1.0, -1.2, -0.8, -1.1, -0.9))}, CPU)
+    assert (judged.verdict == "untestable here").all() and judged.p_holm.isna().all()
+    assert "no distillation gain" in judged.note.iloc[0]
+    assert C.composites(judged).verdict.iloc[0] == "untestable here"
+
+
+def test_fig2_reads_both_scales_with_c50_c75_included():
+    from glamd_core.analysis import error_scales
+    from glamd_core.evaluation import BANDS
+
+    rows = []
+    for kind in C.FIG2_KINDS:
+        for seed in range(3):
+            # GLAMD finds more (every band higher) but loses more AP between IoU .5 and .75 in absolute terms,
+            # while keeping a larger share of it: the two scales disagree, by construction
+            student = dict(zip(BANDS, [20.0 + seed, 40.0 + seed, 50, 55, 60, 70, 100]))
+            glamd = dict(zip(BANDS, [32.0 + seed, 56.0 + seed, 62, 66, 70, 78, 100]))
+            for model, bands in (("student", student), ("GLAMD student", glamd)):
+                rows += [{"kind": kind, "model": model, "seed": seed, "band": b, "AP": ap + 0.01 * seed * (b == "Loc")}
+                         for b, ap in bands.items()]
+    losses = error_scales(pd.DataFrame(rows))
+    judged = C.judge("Fig. 2", {"losses": losses}, CPU).set_index("claim")
+    lost = judged.loc["retinanet: GLAMD loses less AP to C50 - C75"]
+    kept = judged.loc["retinanet: GLAMD keeps a larger share of its AP across C50 - C75"]
+    assert lost["mean"] == pytest.approx(24 - 20) and lost.verdict == "inconclusive"  # no spread: no test
+    assert kept["mean"] == pytest.approx(np.mean([32 / 56 - 20 / 40, 33 / 57 - 21 / 41, 34 / 58 - 22 / 42]))
+    assert (judged.m == 24).all()
+    text = "\n".join(readings.fig2_lines(judged.reset_index()))
+    assert "C50 - C75" in text and "Share kept" in text and "AP lost" in text
+
+
+def test_figs34_claims_over_seeds_and_a_one_patch_level_is_untestable():
+    rows = []
+    for seed, d in enumerate([-0.10, -0.12, -0.09]):
+        for level, extra in (("P3", d), ("P4", d / 2), ("P5", 0.0)):
+            rows += [{"level": level, "student": "global mask", "seed": seed, "L1": 1.0},
+                     {"level": level, "student": "GLAMD", "seed": seed, "L1": 1.0 + extra + 0.001 * seed * (level == "P5")}]
+    distances = pd.DataFrame(rows)
+    distances["untestable"] = ["P5 fits in one patch" if lvl == "P5" else "" for lvl in distances.level]
+    judged = C.judge("Figs. 3-4", {"distances": distances}, CPU).set_index("claim")
+    assert judged.verdict.tolist() == ["held", "held", "untestable here"]
+    assert judged.p_holm.iloc[:2].notna().all() and (judged.m == 3).all()
+
+
+def test_09_carried_by_follows_the_holm_verdicts():
+    from glamd_core.recipe_parts import HYBRID
+
+    rows = {"GLAMD": [30.0, 31.0, 32.5], "DeFeat": [35.0, 36.5, 37.0], "GLAMD, feature term only": [28.0, 29.2, 30.1],
+            "GLAMD, box mask": [33.0, 34.1, 35.6], "DeFeat, GLAM foreground": [31.0, 32.9, 33.0],
+            HYBRID: [36.0, 36.6, 38.1], "GLAMD, patch 2": [30.2, 30.8, 32.9]}
+    judged = C.judge("09", {"runs": pd.DataFrame(_pairs(rows, kind="retinanet"))}, CPU)
+    assert (judged.m == 18).all()  # every detector's comparisons, even those without runs
+    feature = judged[judged.claim == "retinanet: GLAMD's feature term beats DeFeat's (both feature-only: mask and adapter)"]
+    assert feature.ci_high.iloc[0] < 0  # unadjusted, the feature part lies on DeFeat's side ...
+    lines = "\n".join(readings.parts_lines(judged, {"retinanet": "reversed"}))
+    carried = feature.verdict.iloc[0] == "reversed"
+    assert ("Carried by: GLAMD's feature term against DeFeat's" in lines) == carried  # ... carried only if Holm says so
+    assert "no part by its own verdict" in lines or carried
+    lines = "\n".join(readings.parts_lines(judged, {"retinanet": "inconclusive"}))
+    assert "no gap to attribute, so no part is said to carry one" in lines
+    lines = "\n".join(readings.parts_lines(judged, None))
+    assert "not yet computed" in lines
+
+
+def test_10_is_judged_at_the_key_point_only():
+    base = [20.0, 21.0, 19.0, 20.5, 21.5]
+    rows = _pairs({"DeFeat": base, "GLAMD": [b + g for b, g in zip(base, CLEAR_GAIN)]}, kind="faster_rcnn",
+                  point="resnet10t")
+    rows += _pairs({"DeFeat": base[:3], "GLAMD": [b - 5 for b in base[:3]]}, kind="faster_rcnn", point="regnetx_002")
+    judged = C.judge("10", {"runs": pd.DataFrame(rows)}, CPU).set_index("claim")
+    assert judged.loc["GLAMD > DeFeat at ResNet10t (the key point), faster_rcnn", "verdict"] == "held"
+    assert judged.loc["GLAMD > DeFeat at ResNet10t (the key point), retinanet", "n"] == 0
+
+
+def test_the_headline_table_has_every_family_and_the_summaries():
+    judged = pd.concat([C.judge("Table 3", {"runs": _table3({"faster_rcnn": CLEAR_GAIN})}, CPU),
+                        C.judge("Fig. 1", {"runs": _fig1({})}, CPU)], ignore_index=True)
+    head = C.headline(judged)
+    assert head.family.tolist() == ["Table 3"] * 3 + ["Fig. 1"]
+    assert head.claim.iloc[-1].startswith("hardly sensitive: every point")
