@@ -64,6 +64,7 @@ def test_verdicts_follow_the_paired_ci_after_holm_within_the_family(tmp_path):
     t1 = table[table.family == "Table 1"].set_index("claim")
     assert t1.verdict.tolist() == ["held", "reversed"] and (t1.m == 2).all() and (t1.n == 5).all()
     pending = table[table.verdict == "pending"]
+    assert table[table.verdict == "no claim"].family.tolist() == ["Fig. 5"]
     assert set(pending.family) == {f for f in C.FAMILIES if f != "Table 1" and C.family(f)}  # listed, not dropped
     text = verdicts.markdown(table)
     assert "unadjusted" in text and "(2) | GLAMD student > student, faster_rcnn" in text
@@ -72,7 +73,7 @@ def test_verdicts_follow_the_paired_ci_after_holm_within_the_family(tmp_path):
 def test_results_from_before_the_canonical_kernels_are_pending_not_judged(tmp_path):
     root = _tree(tmp_path, {"faster_rcnn": 5.0})
     (root / "01_voc_small_models" / "manifest.json").write_text('{"kernels": {"canonical": false}}')
-    assert (verdicts.verdict_table(root).verdict == "pending").all()
+    assert set(verdicts.verdict_table(root).verdict) == {"pending", "no claim"}
     (root / "01_voc_small_models" / "manifest.json").write_text("{torn")
     with pytest.raises(ValueError, match="manifest.json: not JSON"):
         verdicts.verdict_table(root)
