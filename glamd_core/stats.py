@@ -64,6 +64,8 @@ def paired_p(differences, against: float = 0.0) -> float:
 
 
 def _check_number(value, what: str) -> float:
+    if isinstance(value, (str, bytes, bool)):
+        raise ValueError(f"{what} must be a number, got {value!r}")
     try:
         number = float(value)
     except (TypeError, ValueError):
