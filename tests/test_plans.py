@@ -30,8 +30,8 @@ def test_shared_rows_are_notebook_00s_runs(tmp_path):
     calibration = C.chosen_experiments(chosen, ["retinanet"], "cpu", [0, 1, 2])
     calibration += C.diagnostic_experiments(chosen, ["retinanet"], "cpu", seed=0)
     dirs_00 = {run_dir(e, runs_dir=tmp_path) for e in calibration}
-    sweep = {run_dir(e, runs_dir=tmp_path) for e in plans.patch_size_experiments("cpu", [0, 1, 2])}
-    ablation = {run_dir(e, runs_dir=tmp_path) for e in plans.ablation_experiments("cpu", [0, 1, 2])}
+    sweep = {run_dir(e, runs_dir=tmp_path) for e in plans.patch_size_experiments("cpu", [0, 1, 2], claim_seeds=[0, 1, 2])}
+    ablation = {run_dir(e, runs_dir=tmp_path) for e in plans.ablation_experiments("cpu", [0, 1, 2], claim_seeds=[0, 1, 2])}
     student, glamd, global_ = ({run_dir(Experiment("retinanet", m, "cpu", seed=s), runs_dir=tmp_path) for s in (0, 1, 2)}
                                for m in ("none", "glamd", "global"))
     feature_only = run_dir(C.diagnostic_experiments(chosen, ["retinanet"], "cpu")[0], runs_dir=tmp_path)
@@ -40,12 +40,24 @@ def test_shared_rows_are_notebook_00s_runs(tmp_path):
     assert student | glamd | global_ | {feature_only} <= ablation
     assert len(sweep) == 3 * (2 + len(plans.PATCH_SIZES))  # every patch size its own run
     assert len(ablation) == 3 * (8 + 2)
-    with_uniform_singles = {run_dir(e, runs_dir=tmp_path) for e in plans.ablation_experiments("cpu", [0], True)}
+    with_uniform_singles = {run_dir(e, runs_dir=tmp_path) for e in plans.ablation_experiments("cpu", [0], True,
+                                                                                               claim_seeds=[0])}
     assert len(with_uniform_singles) == 8 + 2 + 3
+    # at the profile's claim seeds (0-4): patch 7, the global mask and the student at five, the other sizes at three
+    five = plans.patch_size_experiments("cpu", [0, 1, 2])
+    assert {e.seed for e in five if e.method == "glamd" and e.distill.patch_size == plans.CLAIM_PATCH} == set(range(5))
+    assert {e.seed for e in five if e.method == "glamd" and e.distill.patch_size == 2} == {0, 1, 2}
+    assert {e.seed for e in five if e.method == "global"} == set(range(5))
+    claimed = plans.ablation_experiments("cpu", [0, 1, 2])  # Table 4's claim rows at five seeds, the pairs at three
+    by_terms = {}
+    for e in claimed:
+        by_terms.setdefault((plans.mask_of(e), tuple(plans.terms_of(e).values())), set()).add(e.seed)
+    assert by_terms[("GLAM", (True, False, False))] == set(range(5)) == by_terms[("none (uniform)", (True, True, True))]
+    assert by_terms[("GLAM", (True, True, False))] == {0, 1, 2}
 
 
 def test_ablation_rows_switch_exactly_their_terms_off():
-    experiments = plans.ablation_experiments("cpu", [0])
+    experiments = plans.ablation_experiments("cpu", [0], claim_seeds=[0])
     with_glam = experiments[1:9]
     assert [tuple(plans.terms_of(e).values()) for e in with_glam] == list(plans.TERM_COMBINATIONS)
     assert len(set(plans.TERM_COMBINATIONS)) == 8
@@ -58,7 +70,7 @@ def test_ablation_rows_switch_exactly_their_terms_off():
         assert replace(c, alpha=base.alpha, beta=base.beta, gamma=base.gamma) == base  # nothing else changed
     assert [plans.mask_of(e) for e in (experiments[0], experiments[9])] == ["none (uniform)", "global"]
     assert all(plans.terms_of(e) == {"feat": True, "cls": True, "loc": True} for e in (experiments[0], experiments[9]))
-    singles = plans.ablation_experiments("cpu", [0], single_terms_without_glam=True)[10:]
+    singles = plans.ablation_experiments("cpu", [0], single_terms_without_glam=True, claim_seeds=[0])[10:]
     assert [plans.mask_of(e) for e in singles] == ["none (uniform)"] * 3
     assert [sum(plans.terms_of(e).values()) for e in singles] == [1, 1, 1]
 
@@ -93,13 +105,13 @@ def test_patches_as_large_as_p3_are_the_global_mask_at_128px():
 
 
 def test_hyperparameter_sweep_reuses_the_ablations_zero_points_and_moves_one_parameter(tmp_path):
-    points = plans.hyperparameter_experiments("cpu", [0, 1, 2])
+    points = plans.hyperparameter_experiments("cpu", [0, 1, 2])  # the band and the default at claim seeds 0-4
     where = {(p, m, e.seed): run_dir(e, runs_dir=tmp_path) for p, m, e in points}
     ablation = {run_dir(e, runs_dir=tmp_path) for e in plans.ablation_experiments("cpu", [0, 1, 2])}
     for parameter in ("alpha", "beta", "gamma"):  # the value 0 is a Table 4 row: one run, one key
         assert {where[(parameter, 0.0, s)] for s in (0, 1)} <= ablation
-    assert {where[("default", 1.0, s)] for s in (0, 1, 2)} == {run_dir(Experiment("retinanet", "glamd", "cpu", seed=s),
-                                                                       runs_dir=tmp_path) for s in (0, 1, 2)}
+    assert {where[("default", 1.0, s)] for s in range(5)} == {run_dir(Experiment("retinanet", "glamd", "cpu", seed=s),
+                                                                     runs_dir=tmp_path) for s in range(5)}
     assert len(set(where.values())) == len(where)  # every point its own run
     base = plans.glamd_setting("cpu").resolved(two_stage=False)
     for parameter, m, e in points:
@@ -109,8 +121,8 @@ def test_hyperparameter_sweep_reuses_the_ablations_zero_points_and_moves_one_par
         assert getattr(c, parameter) == pytest.approx(getattr(base, parameter) * m)
         assert replace(c, **{parameter: getattr(base, parameter)}) == replace(base, method=c.method)
         in_band = plans.VERDICT_BAND[0] <= m <= plans.VERDICT_BAND[1]
-        assert e.seed in ((0, 1, 2) if in_band else (0, 1)), (parameter, m)  # the verdict band at every seed
-    band_points = {(p, m) for p, m, e in points if p in plans.SWEPT and e.seed == 2}
+        assert e.seed in (range(5) if in_band else (0, 1)), (parameter, m)  # the verdict band at every claim seed
+    band_points = {(p, m) for p, m, e in points if p in plans.SWEPT and e.seed == 4}
     assert band_points == {(p, m) for p in plans.SWEPT for m in (0.5, 2.0)}  # 8 points, as issue #27 asks
     assert plans.swept_value(points[0][2], "temperature") == 0.1  # the reference's one-stage temperature
 
@@ -119,21 +131,21 @@ def test_table3_and_the_screen_reuse_notebook_00s_runs_and_change_one_component(
     chosen = pd.concat([_chosen_frame("cpu", k) for k in ("retinanet", "faster_rcnn")])
     dirs_00 = {run_dir(e, runs_dir=tmp_path) for e in C.chosen_experiments(chosen, ["retinanet", "faster_rcnn"], "cpu",
                                                                             [0, 1, 2])}
-    table3 = plans.defeat_comparison_experiments("cpu", [0, 1, 2])
+    table3 = plans.defeat_comparison_experiments("cpu", [0, 1, 2], claim_seeds=[0, 1, 2])
     two_kinds = {run_dir(e, runs_dir=tmp_path) for e in table3 if e.kind != "cascade_rcnn" and e.method != "teacher"}
     assert two_kinds == dirs_00
     dirs_00 |= {run_dir(e, runs_dir=tmp_path) for e in C.diagnostic_experiments(chosen, ["faster_rcnn"], "cpu")}
     assert sum(e.kind == "cascade_rcnn" and e.method == "global" for e in table3) == 3  # every seed now
-    # five seeds for the two-stage rows where the profile says so (issue #29), three for RetinaNet
-    five = plans.defeat_comparison_experiments("cpu", [0, 1, 2], two_stage_seeds=get_profile("cpu").two_stage_seeds)
+    # every claim at five seeds (issue #34): the profile's claim seeds, every detector
+    five = plans.defeat_comparison_experiments("cpu", [0, 1, 2])
     assert {(e.kind, e.seed) for e in five if e.method == "glamd"} == {
-        *((k, s) for k in ("faster_rcnn", "cascade_rcnn") for s in range(5)), *(("retinanet", s) for s in range(3))}
+        (k, s) for k in ("faster_rcnn", "cascade_rcnn", "retinanet") for s in range(5)}
     assert {run_dir(e, runs_dir=tmp_path) for e in table3} <= {run_dir(e, runs_dir=tmp_path) for e in five}
     listed = plans.notebook_experiments("04_defeat_comparison", "cpu")[0]
     assert {(e.kind, e.method, e.seed) for e in five} <= {(e.kind, e.method, e.seed) for e in listed}
     table1 = plans.notebook_experiments("01_voc_small_models", "cpu")[0]
     assert {(e.kind, e.seed) for e in table1 if e.method == "none"} == {
-        *(("faster_rcnn", s) for s in range(5)), *(("retinanet", s) for s in range(3))}
+        (k, s) for k in ("faster_rcnn", "retinanet") for s in range(5)}
     screen = plans.defeat_screen_experiments("cpu", 0, glamd_alpha=0.5)
     assert len({run_dir(e, runs_dir=tmp_path) for *_, e in screen}) == len(screen)
     starts = {"defeat": get_profile("cpu").distill_for("faster_rcnn", "defeat"),
