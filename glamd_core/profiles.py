@@ -3,7 +3,8 @@
 * ``smoke`` -- seconds per run; exercises every code path on a tiny dataset (CI, nbval).
 * ``cpu``   -- the default: the embedded synthetic dataset, sized so teacher / student / distilled
   student differ measurably and the whole reproduction fits a 2-core laptop. Calibrated by
-  ``benchmarks/cpu_calibration.py`` and ``notebooks/00_calibration`` (figures in the README).
+  ``notebooks/00_calibration`` (its baselines table and its choice on val; the profile's history in
+  ``docs/calibration.md``).
 * ``paper_voc`` -- the paper's Table 1 (supplementary): ResNet34 -> ResNet18, Faster R-CNN and
   RetinaNet, on Pascal VOC. The paper gives no schedule, split or metric; we assume the standard
   mmdetection VOC setting its code base (mmdetection v2) ships: train on VOC2007 + VOC2012

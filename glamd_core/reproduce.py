@@ -2,7 +2,7 @@
 
 :func:`reproduce` executes every experiment notebook at a profile (each writes
 ``results/<notebook>/``). :func:`run_baselines` trains a profile's teachers and students and
-tabulates their AP (``benchmarks/cpu_calibration.py``). Runs are cached in ``runs/`` (see
+tabulates their AP. Runs are cached in ``runs/`` (see
 ``glamd_core.runs``), so calling either again only re-tabulates.
 """
 

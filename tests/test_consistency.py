@@ -27,7 +27,7 @@ def _tree(root):
     glamd = student | {"method": "glamd", "AP": 26.061, "run": "retinanet-regnetx_002-glamd-s0-cccccccccccc"}
     _folder(root, "02_patch_size", [student, glamd], t)
     _folder(root, "05_glam_ablation", [student, glamd, glamd | {"split": "val", "AP": 30.0}], t)
-    bench = root / "cpu_calibration"
+    bench = root / "benchmarks"
     bench.mkdir()
     pd.DataFrame([{"kind": "retinanet", "role": "teacher", "AP test": 49.63, "AP val": 48.17,
                    "run": "retinanet-resnet34-s0-aaaaaaaaaaaa"}]).to_csv(bench / "table.csv", index=False)
@@ -43,7 +43,7 @@ def test_a_consistent_tree_passes_and_every_statement_is_read(tmp_path):
     # two runs tables x 2 test rows, the val row, the manifests' teachers, the benchmark's test and val
     assert len(aps) == 4 + 1 + 2 + 2
     assert set(aps.file) == {"02_patch_size/runs.csv", "05_glam_ablation/runs.csv", "02_patch_size/manifest.json",
-                             "05_glam_ablation/manifest.json", "cpu_calibration/table.csv"}
+                             "05_glam_ablation/manifest.json", "benchmarks/table.csv"}
 
 
 def test_one_edited_ap_is_named_with_both_files(tmp_path):
@@ -58,9 +58,9 @@ def test_one_edited_ap_is_named_with_both_files(tmp_path):
 
 def test_a_teacher_with_two_aps_is_named(tmp_path):
     root = _tree(tmp_path)
-    t = pd.read_csv(root / "cpu_calibration" / "table.csv")
+    t = pd.read_csv(root / "benchmarks" / "table.csv")
     t["AP test"] = 51.85
-    t.to_csv(root / "cpu_calibration" / "table.csv", index=False)
+    t.to_csv(root / "benchmarks" / "table.csv", index=False)
     [found] = consistency.conflicts(root)
     assert found.startswith("run retinanet-resnet34-s0-aaaaaaaaaaaa (test) has 2 APs") and "51.85" in found
 
