@@ -21,6 +21,7 @@ PROFILE ?= cpu
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet -e '.[notebooks,test]'
+	$(VENV)/bin/python -m glamd_core.kernels kernelspec
 	touch $@
 
 .PHONY: install reproduce test paper-check bench consistency lab

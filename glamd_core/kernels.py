@@ -160,3 +160,38 @@ def exec_canonical(argv: list[str] | None = None) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os.execve(sys.executable, args, canonical_env())
+
+
+def install_kernelspec(prefix: str | Path = sys.prefix) -> Path | None:
+    """Give this environment's ``python3`` Jupyter kernel the canonical settings (its kernelspec's
+    ``env``), so a notebook run by hand -- papermill, JupyterLab, a kernel the user starts -- trains
+    the canonical runs. Nothing is written where the CPU has no AVX2 (the settings would not hold);
+    returns the kernelspec file written, else None. ``make install`` calls it."""
+    import json
+
+    path = Path(prefix) / "share" / "jupyter" / "kernels" / "python3" / "kernel.json"
+    if not cpu_supports_avx2():
+        return None
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no python3 kernelspec in this environment (is ipykernel installed?)")
+    spec = json.loads(path.read_text())
+    spec["env"] = {**spec.get("env", {}), **CANONICAL_ENV}
+    path.write_text(json.dumps(spec, indent=1) + "\n")
+    return path
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m glamd_core.kernels", description=__doc__.split("\n\n")[0])
+    parser.add_argument("action", choices=["kernelspec", "state"],
+                        help="kernelspec: give this environment's python3 Jupyter kernel the canonical settings; "
+                        "state: print this process's kernels")
+    if parser.parse_args().action == "kernelspec":
+        written = install_kernelspec()
+        print(f"canonical kernel settings added to {written}" if written else
+              "this CPU has no AVX2: the python3 kernel keeps the machine's own kernels (runs are keyed by them)")
+    else:
+        import json as _json
+
+        print(_json.dumps(state(), indent=2))

@@ -101,3 +101,37 @@ def test_the_synthetic_dataset_is_keyed_by_its_content(monkeypatch, tmp_path):
     (root / synthetic.FINGERPRINT_FILE).unlink()  # as if generated here with those bytes
     after = run_dir(exp, runs_dir=tmp_path, data_dir=tmp_path)
     assert before.parent == after.parent and before != after
+
+
+@needs_avx2
+def test_the_environments_python3_kernel_gets_the_canonical_settings(tmp_path):
+    """A notebook run by hand (papermill, JupyterLab) starts this kernelspec: it must start canonical."""
+    spec = tmp_path / "share" / "jupyter" / "kernels" / "python3" / "kernel.json"
+    spec.parent.mkdir(parents=True)
+    spec.write_text(json.dumps({"argv": ["python", "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                                "display_name": "Python 3 (ipykernel)", "language": "python", "env": {"X": "1"}}))
+    assert kernels.install_kernelspec(tmp_path) == spec
+    written = json.loads(spec.read_text())
+    assert written["env"] == {"X": "1", **kernels.CANONICAL_ENV} and written["argv"][0] == "python"
+    with pytest.raises(FileNotFoundError, match="no python3 kernelspec"):
+        kernels.install_kernelspec(tmp_path / "elsewhere")
+
+
+@needs_avx2
+def test_a_notebook_run_by_hand_with_papermill_runs_canonically(tmp_path):
+    import os
+
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("from glamd_core import kernels\nprint(kernels.state()['canonical'])")]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, tmp_path / "probe.ipynb")
+    env = {k: v for k, v in os.environ.items() if k not in kernels.CANONICAL_ENV}
+    kernels.install_kernelspec()  # what `make install` did
+    done = subprocess.run([sys.executable, "-m", "papermill", str(tmp_path / "probe.ipynb"), str(tmp_path / "out.ipynb"),
+                           "-k", "python3"], cwd=tmp_path, env=env | {"JUPYTER_PATH": ""}, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = nbformat.read(tmp_path / "out.ipynb", as_version=4)
+    assert out.cells[0].outputs[0]["text"].strip() == "True"
