@@ -231,8 +231,9 @@ def test_a_setting_added_later_keeps_earlier_runs_keys(tmp_path):
                                distill=DistillConfig("defeat", **kw), teacher_backbone=profile.teacher_backbone,
                                data_dir=tmp_path / "data")
 
+    root = runs.dataset_root(profile, data_dir=tmp_path / "data")  # keys name the dataset's content
     _, config = run_key.distilled_run("faster_rcnn", profile.student_backbone, profile, DistillConfig("defeat"), 0,
-                                   tmp_path / "data", "teacher")
+                                   root, "teacher")
     assert "defeat_roi_sampling" not in config["distill"] and "defeat_levels" in config["distill"]
     assert where() == where(defeat_roi_sampling="student") != where(defeat_roi_sampling="teacher")
     with pytest.raises(ValueError, match="defeat_roi_sampling"):

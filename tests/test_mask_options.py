@@ -77,10 +77,13 @@ def test_a_glam_foreground_is_a_soft_zero_to_one_map_and_defeat_splits_on_it():
 
 
 def test_the_options_are_keyed_only_when_changed(tmp_path):
+    from glamd_core.runs import dataset_root
+
     P = get_profile("smoke")
+    root = dataset_root(P, data_dir=tmp_path)  # keys name the dataset's content: it must exist
 
     def key(config):
-        return run_key.distilled_run("retinanet", P.student_backbone, P, config, 0, tmp_path, "teacher")[1]["distill"]
+        return run_key.distilled_run("retinanet", P.student_backbone, P, config, 0, root, "teacher")[1]["distill"]
 
     assert "glamd_feature_mask" not in key(DistillConfig("glamd"))
     assert key(DistillConfig("glamd", glamd_feature_mask="boxes"))["glamd_feature_mask"] == "boxes"
