@@ -20,7 +20,7 @@ import threading
 import time
 from concurrent.futures import Executor, ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pandas as pd
@@ -32,9 +32,8 @@ from .engine import check_seed, check_threads
 from .files import recover_dir, replace_dir
 from .profiles import PROFILES, Profile, get_profile
 from .run_key import unkeyed_environment
-from .runs import (DATA_DIR, REPO_ROOT, RESULTS_DIR, RUNS_DIR, BrokenRun, dataset_root, exclusive, git_commit,
-                   import_detector, imported_run_dir, read_result, run_dir_of, train_detector, train_distilled,
-                   try_exclusive)
+from .runs import (DATA_DIR, RESULTS_DIR, RUNS_DIR, BrokenRun, RunSpec, dataset_root, exclusive, execute, git_commit,
+                   read_result, run_spec, try_exclusive)
 
 
 @dataclass(frozen=True)
@@ -115,25 +114,29 @@ class Experiment:
         return self.teacher or self.resolved_profile().teacher_backbone
 
 
-def run(exp: Experiment, runs_dir: Path = RUNS_DIR, data_dir: Path = DATA_DIR, data_root=None,
-        progress: bool | None = None) -> dict:
-    """Train (or reuse) ``exp``; returns its ``eval.json`` plus the experiment's fields.
-    ``progress`` overrides the profile's per-epoch progress bars (not part of the run's key)."""
+def resolve(exp: Experiment, runs_dir: Path = RUNS_DIR, data_dir: Path = DATA_DIR, data_root=None,
+            progress: bool | None = None) -> RunSpec:
+    """``exp`` resolved once into its :class:`runs.RunSpec`: profile, configs, dataset, teacher, warm
+    start, kernels, key and folder. ``progress`` overrides the profile's per-epoch progress bars (not
+    part of the run's key). Nothing is trained; a synthetic dataset is generated on first use."""
     profile = exp.resolved_profile()
     if progress is not None:
         profile = profile.with_train(progress=progress)
-    kw = dict(runs_dir=runs_dir, data_root=data_root, data_dir=data_dir)
-    init = None
-    if exp.init_from is not None:  # like a teacher: trained first (or waited for) when missing
-        init = run_dir(exp.init_from, runs_dir, data_dir, data_root)
-        run(exp.init_from, runs_dir, data_dir, data_root, progress)
+    where = dict(runs_dir=runs_dir, data_root=data_root, data_dir=data_dir)
     if exp.method == "teacher" and exp.teacher_checkpoint is not None:
-        result = import_detector(exp.kind, exp.teacher_backbone, profile, exp.teacher_checkpoint, **kw)
-    elif _is_plain(exp):
-        result = train_detector(exp.kind, _plain_backbone(exp), profile, exp.seed, init_run=init, **kw)
-    else:
-        result = train_distilled(exp.kind, exp.teacher_backbone, exp.student_backbone, profile, exp.distill_config(),
-                                 exp.seed, teacher_checkpoint=exp.teacher_checkpoint, init_run=init, **kw)
+        return run_spec(exp.kind, exp.teacher_backbone, profile, imported=exp.teacher_checkpoint, **where)
+    init = None if exp.init_from is None else resolve(exp.init_from, runs_dir, data_dir, data_root, progress)
+    if _is_plain(exp):
+        return run_spec(exp.kind, _plain_backbone(exp), profile, exp.seed, init=init, **where)
+    return run_spec(exp.kind, exp.student_backbone, profile, exp.seed, distill=exp.distill_config(),
+                    teacher_backbone=exp.teacher_backbone, teacher_checkpoint=exp.teacher_checkpoint, init=init, **where)
+
+
+def run(exp: Experiment, runs_dir: Path = RUNS_DIR, data_dir: Path = DATA_DIR, data_root=None,
+        progress: bool | None = None) -> dict:
+    """Train (or reuse) ``exp``: resolve it once (:func:`resolve`), then train, evaluate and record
+    (:func:`runs.execute`). Returns its ``eval.json`` plus the experiment's fields."""
+    result = execute(resolve(exp, runs_dir, data_dir, data_root, progress))
     return result | {"method": exp.method, "kind": exp.kind, "seed": exp.seed, "profile": exp.profile}
 
 
@@ -158,19 +161,9 @@ def _plain_backbone(exp: Experiment) -> str:
 
 
 def run_dir(exp: Experiment, runs_dir: Path = RUNS_DIR, data_dir: Path = DATA_DIR, data_root=None) -> Path:
-    """Where ``exp``'s run lives in the cache, computed without training or generating anything.
+    """Where ``exp``'s run lives in the cache (its spec's folder), computed without training anything.
     Two experiments that train the same run (e.g. the same setting spelled two ways) share it."""
-    profile = exp.resolved_profile()
-    if exp.method == "teacher" and exp.teacher_checkpoint is not None:
-        return imported_run_dir(exp.kind, exp.teacher_backbone, profile, exp.teacher_checkpoint, runs_dir, data_root,
-                                data_dir)
-    init = None if exp.init_from is None else run_dir(exp.init_from, runs_dir, data_dir, data_root)
-    if _is_plain(exp):
-        return run_dir_of(exp.kind, _plain_backbone(exp), profile, exp.seed, runs_dir, data_root, data_dir,
-                          init_run=init)
-    return run_dir_of(exp.kind, exp.student_backbone, profile, exp.seed, runs_dir, data_root, data_dir,
-                      distill=exp.distill_config(), teacher_backbone=exp.teacher_backbone,
-                      teacher_checkpoint=exp.teacher_checkpoint, init_run=init)
+    return resolve(exp, runs_dir, data_dir, data_root).folder
 
 
 def is_finished(exp: Experiment, runs_dir: Path = RUNS_DIR, data_dir: Path = DATA_DIR, data_root=None) -> bool:

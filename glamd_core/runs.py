@@ -14,7 +14,7 @@ import os
 import shutil
 import subprocess
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -200,9 +200,9 @@ def read_result(run_dir: Path) -> dict:
     return result
 
 
-def _run(name: str, config: dict, build, profile: Profile, cfg, root: Path, runs_dir: Path) -> dict:
-    """Train ``build(num_classes) -> (trainable, detector)`` once per config; evaluate ``detector``."""
-    run_dir = Path(runs_dir) / f"{name}-{config_key(config)}"
+def _run(spec: "RunSpec", build) -> dict:
+    """Train ``build(num_classes) -> (trainable, detector)`` once per spec; evaluate ``detector``."""
+    run_dir, config, profile, cfg, root = spec.folder, spec.config, spec.profile, spec.train, spec.data
     done = run_dir / "eval.json"
     stop_after_epoch()  # a bad $GLAMD_STOP_AFTER_EPOCH fails here, before the run's folder exists
     rank, world = init_distributed(cfg.device)  # (0, 1) unless launched by torchrun
@@ -313,22 +313,138 @@ def warm_start(model: torch.nn.Module, run: Path) -> None:
                          "start a student from a run of the same kind and backbone") from None
 
 
+@dataclass(frozen=True)
+class RunSpec:
+    """One run, resolved once: everything it is, before anything trains.
+
+    ``what`` is ``detector`` (a detector trained alone: a teacher, a student), ``distilled`` (a student
+    distilled from ``teacher``, itself a spec) or ``imported`` (a detector trained elsewhere, keyed by
+    its ``checkpoint``'s content). ``profile`` is the profile as the run trains (its kind's settings,
+    schedule and thread count applied); ``data`` the dataset's folder (a synthetic set generated: its
+    key is its content); ``config`` the keyed part, whose hash is the key; ``init`` the run its weights
+    start from (a spec, trained first, or a finished run's folder). :func:`run_spec` builds it,
+    :func:`execute` trains and evaluates it; the key, the folder and the training settings are read
+    off it, never resolved again."""
+
+    what: str
+    kind: str
+    backbone: str
+    seed: int
+    profile: Profile
+    data: Path
+    config: dict
+    name: str
+    runs_dir: Path
+    distill: DistillConfig | None = None
+    teacher: "RunSpec | None" = None
+    init: "RunSpec | Path | None" = None
+    checkpoint: Path | None = None
+
+    @property
+    def key(self) -> str:
+        return config_key(self.config)
+
+    @property
+    def folder(self) -> Path:
+        return Path(self.runs_dir) / f"{self.name}-{self.key}"
+
+    @property
+    def train(self):
+        """The training settings, the run's seed among them (an imported detector trains nothing)."""
+        return self.profile.train if self.what == "imported" else self.profile.with_train(seed=self.seed).train
+
+
+def _teacher_seed(profile: Profile, teacher_seed: int | None) -> int:
+    """A distilled run's teacher: the profile's first seed unless told."""
+    return profile.seeds[0] if teacher_seed is None else teacher_seed
+
+
+def run_spec(kind: str, backbone: str, profile: Profile, seed: int = 0, runs_dir: Path = RUNS_DIR,
+             data_root: str | Path | None = None, data_dir: Path = DATA_DIR, *, distill: DistillConfig | None = None,
+             teacher_backbone: str | None = None, teacher_seed: int | None = None,
+             teacher_checkpoint: str | Path | None = None, init: "RunSpec | str | Path | None" = None,
+             imported: str | Path | None = None) -> RunSpec:
+    """The one place a run is resolved. ``distill`` None: a detector trained alone (or, with ``imported``,
+    a checkpoint trained elsewhere); else a student distilled from its teacher -- the profile's teacher
+    schedule at ``teacher_seed`` (default: the profile's first seed), or ``teacher_checkpoint`` imported.
+    ``init``: the run the weights start from (a spec, or a finished run's name or folder), keyed by name."""
+    profile = profile.for_kind(kind)  # by_kind settings, also when called without an Experiment
+    root = keyed_root(profile, data_root, data_dir)
+    if imported is not None:
+        name, config = imported_run(kind, backbone, profile, imported, root)
+        return RunSpec("imported", kind, backbone, 0, profile, root, config, name, Path(runs_dir),
+                       checkpoint=Path(imported))
+    init_name = init.folder.name if isinstance(init, RunSpec) else (None if init is None else Path(init).name)
+    if distill is None:
+        name, config = detector_run(kind, backbone, profile, seed, root, init_name)
+        return RunSpec("detector", kind, backbone, seed, profile, root, config, name, Path(runs_dir), init=init)
+    teacher = (run_spec(kind, teacher_backbone, profile, runs_dir=runs_dir, data_root=data_root, data_dir=data_dir,
+                        imported=teacher_checkpoint) if teacher_checkpoint is not None else
+               run_spec(kind, teacher_backbone, profile.for_teacher(), _teacher_seed(profile, teacher_seed), runs_dir,
+                        data_root, data_dir))
+    name, config = distilled_run(kind, backbone, profile, distill, seed, root, teacher.folder.name, init_name)
+    return RunSpec("distilled", kind, backbone, seed, profile, root, config, name, Path(runs_dir), distill=distill,
+                   teacher=teacher, init=init)
+
+
+def execute(spec: RunSpec) -> dict:
+    """Train (or fetch) the run ``spec`` resolves to and evaluate it; returns its ``eval.json``. Its
+    warm-start source and its teacher come first; a distilled run also returns its method and teacher."""
+    if isinstance(spec.profile.data, RealData):
+        spec.profile.data.check(spec.data)  # real data: its layout, named, before anything trains
+    if spec.what == "imported":
+        def build(num_classes):
+            model = build_detector(spec.kind, spec.backbone, num_classes, **spec.profile.detector,
+                                   checkpoint=spec.checkpoint)
+            return model, model
+
+        return _run(spec, build)
+    if spec.what == "distilled":  # a pair it cannot distil fails now, before its teacher trains
+        _check_distillable(spec.kind, spec.teacher.backbone, spec.backbone, spec.profile, spec.distill)
+    if isinstance(spec.init, RunSpec):  # like a teacher: trained first (or waited for) when missing
+        execute(spec.init)
+    init = None if spec.init is None else finished_run(
+        spec.init.folder if isinstance(spec.init, RunSpec) else spec.init, spec.runs_dir)
+    if spec.what == "detector":
+        def build(num_classes):
+            model = build_detector(spec.kind, spec.backbone, num_classes, **spec.profile.detector,
+                                   **_backbone_options(spec.profile, spec.backbone))
+            if init is not None:
+                warm_start(model, init)
+            return model, model
+
+        return _run(spec, build)
+    teacher_run = execute(spec.teacher)
+    teacher_dir = spec.teacher.folder
+
+    def build(num_classes):
+        teacher = build_detector(spec.kind, spec.teacher.backbone, num_classes, **spec.profile.detector,
+                                 checkpoint=teacher_dir / CHECKPOINT)
+        student = build_detector(spec.kind, spec.backbone, num_classes, **spec.profile.detector,
+                                 **_backbone_options(spec.profile, spec.backbone))
+        if init is not None:
+            warm_start(student, init)
+        cache = None
+        if spec.distill.teacher_cache and spec.distill.method != "none":
+            cache = teacher_cache_of(teacher, teacher_dir, spec.data, splits(spec.profile)["train"], spec.profile)
+        return Distiller(teacher, student, spec.distill, cache), student
+
+    with shared_lock(teacher_dir / ".lock"):  # `runs clear` waits for us: it cannot take the teacher away mid-run
+        if not (teacher_dir / "eval.json").exists():
+            raise RuntimeError(f"the teacher run {teacher_dir} was cleared just as this run started; run it again "
+                               "(the teacher is trained again first)")
+        result = _run(spec, build)
+    return result | {"method": spec.distill.method, "teacher_run": teacher_run["run_dir"]}
+
+
+# -- the same, one call per kind of run (a spec resolved and executed) -------------------------------
 def train_detector(kind: str, backbone: str, profile: Profile, seed: int = 0, runs_dir: Path = RUNS_DIR,
                    data_root: str | Path | None = None, data_dir: Path = DATA_DIR, init_run: str | Path | None = None) -> dict:
     """Train (or reuse) one plain detector and evaluate it; returns ``eval.json``'s content.
     ``init_run``: a finished run whose weights it starts from (a warm start, keyed)."""
-    profile = profile.for_kind(kind)  # by_kind settings, also when called without an Experiment
-    init = None if init_run is None else finished_run(init_run, runs_dir)
-    root = dataset_root(profile, data_root, data_dir)
-    name, config = detector_run(kind, backbone, profile, seed, root, None if init is None else init.name)
-
-    def build(num_classes):
-        model = build_detector(kind, backbone, num_classes, **profile.detector, **_backbone_options(profile, backbone))
-        if init is not None:
-            warm_start(model, init)
-        return model, model
-
-    return _run(name, config, build, profile, profile.with_train(seed=seed).train, root, runs_dir)
+    if init_run is not None:
+        finished_run(init_run, runs_dir)  # named before the dataset or anything else is touched
+    return execute(run_spec(kind, backbone, profile, seed, runs_dir, data_root, data_dir, init=init_run))
 
 
 def import_detector(kind: str, backbone: str, profile: Profile, checkpoint: str | Path, runs_dir: Path = RUNS_DIR,
@@ -336,27 +452,15 @@ def import_detector(kind: str, backbone: str, profile: Profile, checkpoint: str 
     """A detector trained elsewhere (e.g. a teacher from a GPU cluster or a model zoo) as a run of the
     cache: its weights (an engine checkpoint or a bare state dict) evaluated on the profile's splits,
     keyed by the file's content, so distilled runs can name it as their teacher."""
-    profile = profile.for_kind(kind)  # by_kind settings, also when called without an Experiment
-    root = dataset_root(profile, data_root, data_dir)
-    name, config = imported_run(kind, backbone, profile, checkpoint, root)
-
-    def build(num_classes):
-        model = build_detector(kind, backbone, num_classes, **profile.detector, checkpoint=checkpoint)
-        return model, model
-
-    return _run(name, config, build, profile, profile.train, root, runs_dir)
+    return execute(run_spec(kind, backbone, profile, runs_dir=runs_dir, data_root=data_root, data_dir=data_dir,
+                            imported=checkpoint))
 
 
 def imported_run_dir(kind: str, backbone: str, profile: Profile, checkpoint: str | Path, runs_dir: Path = RUNS_DIR,
                      data_root: str | Path | None = None, data_dir: Path = DATA_DIR) -> Path:
-    """Where :func:`import_detector` keeps ``checkpoint``'s run (nothing is evaluated or generated)."""
-    name, config = imported_run(kind, backbone, profile, checkpoint, keyed_root(profile, data_root, data_dir))
-    return Path(runs_dir) / f"{name}-{config_key(config)}"
-
-
-def _teacher_seed(profile: Profile, teacher_seed: int | None) -> int:
-    """A distilled run's teacher: the profile's first seed unless told."""
-    return profile.seeds[0] if teacher_seed is None else teacher_seed
+    """Where :func:`import_detector` keeps ``checkpoint``'s run (nothing is evaluated)."""
+    return run_spec(kind, backbone, profile, runs_dir=runs_dir, data_root=data_root, data_dir=data_dir,
+                    imported=checkpoint).folder
 
 
 def run_dir_of(kind: str, backbone: str, profile: Profile, seed: int = 0, runs_dir: Path = RUNS_DIR,
@@ -366,19 +470,9 @@ def run_dir_of(kind: str, backbone: str, profile: Profile, seed: int = 0, runs_d
     """Where :func:`train_detector` (``distill`` None) or :func:`train_distilled` keeps this run,
     computed without training anything (a synthetic dataset is generated on first use: the key names
     its content): ``(run_dir / "eval.json").exists()`` tells whether it is finished."""
-    profile = profile.for_kind(kind)  # by_kind settings, also when called without an Experiment
-    root = keyed_root(profile, data_root, data_dir)
-    init = None if init_run is None else Path(init_run).name
-    if distill is None:
-        name, config = detector_run(kind, backbone, profile, seed, root, init)
-    elif teacher_checkpoint is not None:
-        teacher = imported_run_dir(kind, teacher_backbone, profile, teacher_checkpoint, runs_dir, data_root, data_dir)
-        name, config = distilled_run(kind, backbone, profile, distill, seed, root, teacher.name, init)
-    else:
-        teacher = run_dir_of(kind, teacher_backbone, profile.for_teacher(), _teacher_seed(profile, teacher_seed),
-                             runs_dir, data_root, data_dir)
-        name, config = distilled_run(kind, backbone, profile, distill, seed, root, teacher.name, init)
-    return Path(runs_dir) / f"{name}-{config_key(config)}"
+    return run_spec(kind, backbone, profile, seed, runs_dir, data_root, data_dir, distill=distill,
+                    teacher_backbone=teacher_backbone, teacher_seed=teacher_seed,
+                    teacher_checkpoint=teacher_checkpoint, init=init_run).folder
 
 
 def train_distilled(kind: str, teacher_backbone: str, student_backbone: str, profile: Profile,
@@ -388,39 +482,11 @@ def train_distilled(kind: str, teacher_backbone: str, student_backbone: str, pro
     """Train (or reuse) the teacher -- or import it from ``teacher_checkpoint`` -- then a student
     distilled from it; evaluates the student. ``init_run``: a finished run whose weights the student
     starts from (a warm start, keyed)."""
-    profile = profile.for_kind(kind)  # by_kind settings, also when called without an Experiment
-    _check_distillable(kind, teacher_backbone, student_backbone, profile, distill)
-    init = None if init_run is None else finished_run(init_run, runs_dir)
-    if teacher_checkpoint is not None:
-        teacher_run = import_detector(kind, teacher_backbone, profile, teacher_checkpoint, runs_dir, data_root, data_dir)
-    else:
-        teacher_run = train_detector(kind, teacher_backbone, profile.for_teacher(), _teacher_seed(profile, teacher_seed),
-                                     runs_dir, data_root, data_dir)
-    root = dataset_root(profile, data_root, data_dir)
-    name, config = distilled_run(kind, student_backbone, profile, distill, seed, root, teacher_run["run_dir"],
-                                 None if init is None else init.name)
-
-    teacher_dir = Path(runs_dir) / teacher_run["run_dir"]
-
-    def build(num_classes):
-        teacher = build_detector(kind, teacher_backbone, num_classes, **profile.detector,
-                                 checkpoint=teacher_dir / CHECKPOINT)
-        student = build_detector(kind, student_backbone, num_classes, **profile.detector,
-                                 **_backbone_options(profile, student_backbone))
-        if init is not None:
-            warm_start(student, init)
-        cache = None
-        if distill.teacher_cache and distill.method != "none":
-            cache = teacher_cache_of(teacher, teacher_dir, root, splits(profile)["train"], profile)
-        return Distiller(teacher, student, distill, cache), student
-
-    cfg = profile.with_train(seed=seed).train
-    with shared_lock(teacher_dir / ".lock"):  # `runs clear` waits for us: it cannot take the teacher away mid-run
-        if not (teacher_dir / "eval.json").exists():
-            raise RuntimeError(f"the teacher run {teacher_dir} was cleared just as this run started; run it again "
-                               "(the teacher is trained again first)")
-        result = _run(name, config, build, profile, cfg, root, runs_dir)
-    return result | {"method": distill.method, "teacher_run": teacher_run["run_dir"]}
+    if init_run is not None:
+        finished_run(init_run, runs_dir)
+    return execute(run_spec(kind, student_backbone, profile, seed, runs_dir, data_root, data_dir, distill=distill,
+                            teacher_backbone=teacher_backbone, teacher_seed=teacher_seed,
+                            teacher_checkpoint=teacher_checkpoint, init=init_run))
 
 
 class _TrainingImages:
