@@ -162,9 +162,9 @@ def test_a_run_that_fails_before_training_leaves_no_folder(tmp_path, monkeypatch
     def build(num_classes):
         raise RuntimeError("bad detector option")
 
-    root = runs.dataset_root(profile, data_dir=tmp_path / "data")
+    spec = runs.run_spec("retinanet", profile.student_backbone, profile, 0, tmp_path / "runs", data_dir=tmp_path / "data")
     with pytest.raises(RuntimeError, match="bad detector option"):
-        runs._run("x", {"k": 1}, build, profile, profile.train, root, tmp_path / "runs")
+        runs._run(spec, build)
     assert not list((tmp_path / "runs").iterdir())
 
 
