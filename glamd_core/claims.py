@@ -275,17 +275,15 @@ def _edge(claim: Claim, tables: dict) -> tuple[float, str]:
 
 def judge(family_name: str, tables: dict, profile=None, alpha: float = ALPHA) -> pd.DataFrame:
     """Every claim of the family, in its fixed order: n (and the planned n when ``profile`` is given),
-    mean, 95 % CI, edge, p, Holm p over the family's m and the verdict, with a note wherever the row
-    is short of what was planned or cannot be tested. ``tables``: {table name: DataFrame} of the
-    family's notebook (:func:`read_tables`)."""
+    mean, 95 % CI, edge, p, Holm p over the family's m and the verdict (:func:`stats.claim_verdicts`),
+    with a note wherever the row is short of what was planned or cannot be tested. ``tables``:
+    {table name: DataFrame} of the family's notebook (:func:`read_tables`)."""
     stats.check_alpha(alpha)
     members = family(family_name)
     rows = []
     for c in members:
         d = differences(c, tables)
         edge, why = _edge(c, tables)
-        mean, low, high = stats.paired_ci(d.to_numpy()) if len(d) else (float("nan"),) * 3
-        p = stats.paired_p(d.to_numpy(), edge) if len(d) and not why else float("nan")
         planned = planned_seeds(c, profile) if profile is not None else None
         notes = [why] if why else []
         if c.undefined:
@@ -296,25 +294,32 @@ def judge(family_name: str, tables: dict, profile=None, alpha: float = ALPHA) ->
             notes.append("no paired runs")
         elif len(d) < 2:
             notes.append("n = 1: a screen, no interval")
-        elif len(d) >= 2 and math.isnan(p) and not why:
+        elif not why and float(np.std(d.to_numpy())) == 0.0:
             notes.append("every seed gives the same difference: no spread, no t test")
         if planned is not None and len(d) < planned:
             notes.append(f"n = {len(d)} of {planned} planned")
+        mean = stats.paired_ci(d.to_numpy())[0] if len(d) else float("nan")
         rows.append({"family": c.family, "m": len(members), "claim": c.label, "row": c.row, "baseline": c.baseline,
-                     "direction": c.direction, "paper": c.paper, "paper_delta": c.paper_delta, "unit": c.unit, "n": len(d), "planned": planned,
-                     "mean": mean, "ci_low": low, "ci_high": high, "edge": edge, "p": p,
-                     "seeds": [int(s) for s in d.index], "diffs": [float(x) for x in d], "note": "; ".join(notes),
-                     "untestable": bool(why)})
-    out = pd.DataFrame(rows, columns=["family", "m", "claim", "row", "baseline", "direction", "paper", "paper_delta",
-                                      "unit", "n",
-                                      "planned", "mean", "ci_low", "ci_high", "edge", "p", "seeds", "diffs", "note",
-                                      "untestable"])
-    out["p_holm"] = stats.holm(out["p"].to_numpy(), m=len(members)) if len(out) else []
-    out["verdict"] = ["untestable here" if u else stats.verdict(m, q, d, e if math.isfinite(e) else 0.0, alpha)
-                      if not math.isnan(q) else "inconclusive"
-                      for m, q, d, e, u in zip(out["mean"], out["p_holm"], out["direction"], out["edge"],
-                                               out["untestable"])]
-    return out.drop(columns="untestable")
+                     "direction": c.direction, "paper": c.paper, "paper_delta": c.paper_delta, "unit": c.unit,
+                     "n": len(d), "planned": planned, "mean": mean, "edge": edge, "seeds": [int(s) for s in d.index],
+                     "diffs": [float(x) for x in d], "note": "; ".join(notes), "untestable": bool(why)})
+    frame = pd.DataFrame(rows)
+    testable = frame[~frame.untestable]
+    judged = stats.claim_verdicts(testable, dict(zip(testable.claim, testable.direction)),
+                                  against=dict(zip(testable.claim, testable.edge)), alpha=alpha, row="claim",
+                                  m=len(members)).set_index("claim")
+    out = []
+    for r in rows:  # the family's order; an untestable claim keeps its CI (descriptive) and has no test
+        if r["untestable"]:
+            low, high = stats.paired_ci(r["diffs"])[1:] if r["diffs"] else (float("nan"), float("nan"))
+            out.append(r | {"ci_low": low, "ci_high": high, "p": float("nan"), "p_holm": float("nan"),
+                            "verdict": "untestable here"})
+        else:
+            j = judged.loc[r["claim"]]
+            out.append(r | {k: j[k] for k in ("ci_low", "ci_high", "p", "p_holm", "verdict")})
+    columns = ["family", "m", "claim", "row", "baseline", "direction", "paper", "paper_delta", "unit", "n", "planned",
+               "mean", "ci_low", "ci_high", "edge", "p", "seeds", "diffs", "note", "p_holm", "verdict"]
+    return pd.DataFrame(out, columns=columns)
 
 
 def composites(judged: pd.DataFrame) -> pd.DataFrame:

@@ -110,11 +110,11 @@ def holm(pvalues, m: int | None = None) -> np.ndarray:
 def verdict(mean: float, p_adjusted: float, direction: int, against: float = 0.0, alpha: float = 0.05) -> str:
     """``held`` when the (adjusted) test rejects ``mean == against`` and the mean lies on the claim's
     side (``direction`` +1: above, -1: below), ``reversed`` when it rejects on the other side, else
-    ``inconclusive``. At alpha 0.05 without correction this is "the 95 % CI excludes ``against``"."""
+    ``inconclusive``. At alpha 0.05 without correction this is "the 95 % CI excludes ``against``".
+    No test (``p_adjusted`` NaN) is inconclusive whatever the mean; a test with a NaN mean or edge is
+    an error, never a verdict."""
     if direction not in (1, -1):
         raise ValueError(f"direction is +1 (the claim says above) or -1 (below), got {direction!r}")
-    _check_number(mean, "mean (the paired difference)")
-    _check_number(against, "against (the claim's edge)")
     check_alpha(alpha)
     try:
         p_adjusted = float(p_adjusted)
@@ -122,18 +122,23 @@ def verdict(mean: float, p_adjusted: float, direction: int, against: float = 0.0
         raise ValueError(f"p_adjusted must be a p value in [0, 1] or NaN, got {p_adjusted!r}") from None
     if not (math.isnan(p_adjusted) or 0 <= p_adjusted <= 1):
         raise ValueError(f"p_adjusted must be a p value in [0, 1] or NaN (no test), got {p_adjusted!r}")
-    if math.isnan(p_adjusted) or p_adjusted >= alpha or mean == against:
+    if math.isnan(p_adjusted):
+        return "inconclusive"
+    _check_number(mean, "mean (the paired difference)")
+    _check_number(against, "against (the claim's edge)")
+    if p_adjusted >= alpha or mean == against:
         return "inconclusive"
     return "held" if (mean - against) * direction > 0 else "reversed"
 
 
 def claim_verdicts(paired: pd.DataFrame, direction, against=0.0, alpha: float = 0.05, row: str = "row",
-                   confidence: float = 0.95) -> pd.DataFrame:
+                   confidence: float = 0.95, m: int | None = None) -> pd.DataFrame:
     """Verdicts for a family of claims, one per row of :func:`paired_differences`'s output, Holm-
     corrected within the family. ``direction``: +1 / -1 for every row, or {row: +1 / -1} (rows not
     in it are not claims and are left out); ``against``: 0 (an effect's sign) or a tolerance's edge,
     e.g. -0.5 for "drops by less than 0.5 AP", one number or {row: number}. Adds ``against``,
-    ``ci_low`` / ``ci_high`` (at ``confidence``), ``p`` (against ``against``), ``p_holm`` and ``verdict``."""
+    ``ci_low`` / ``ci_high`` (at ``confidence``), ``p`` (against ``against``), ``p_holm`` and ``verdict``.
+    ``m``: the family's size fixed beforehand (:func:`holm`); a row without differences has no test."""
     check_alpha(alpha)
     if row not in paired:
         raise KeyError(f"claim_verdicts: the frame has no {row!r} column (it has {list(paired.columns)})")
@@ -158,7 +163,7 @@ def claim_verdicts(paired: pd.DataFrame, direction, against=0.0, alpha: float = 
     out["against"] = edges
     out["ci_low"], out["ci_high"] = [c[0] for c in cis], [c[1] for c in cis]
     out["p"] = ps
-    out["p_holm"] = holm(ps) if len(ps) else []
+    out["p_holm"] = holm(ps, m=m) if len(ps) else []
     out["verdict"] = [verdict(m, q, d, e, alpha) for m, q, d, e in zip(out["mean"], out["p_holm"], out["direction"],
                                                                       out["against"])]
     return out.reset_index(drop=True)
