@@ -1,0 +1,138 @@
+"""The notebooks' summary tables, built from their labelled runs (:func:`glamd_core.study.train`).
+
+A notebook shows a table and plots it; how the table is made from the runs lives here, beside the
+claims (:mod:`glamd_core.claims`) and readings (:mod:`glamd_core.readings`) that use the same rows.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from . import paper, plans
+from .experiments import summarize
+from .stats import effect_text, paired_differences
+
+CHECK = {True: "✓", False: "✗"}
+ALL_NO_GLAM, STUDENT = "none (uniform): feat+cls+loc", "GLAM: no term (student)"  # Table 4's two baselines
+_PAPER_MASK = {"GLAM": "glamd", "none (uniform)": "uniform"}
+
+
+def label_ablation(frame: pd.DataFrame, experiments) -> pd.DataFrame:
+    """Table 4's columns for each run of :func:`plans.ablation_experiments`: its mask, which of the three
+    terms it trains with, and its row name (``"GLAM: feat+cls"``; the student: ``"GLAM: no term (student)"``)."""
+    terms = [plans.terms_of(e) for e in experiments]
+    out = frame.assign(mask=[plans.mask_of(e) if any(t.values()) else "GLAM" for e, t in zip(experiments, terms)],
+                       **{name: [t[name] for t in terms] for name in plans.TERMS})
+    out["row"] = [f"{m}: {'+'.join(n for n in plans.TERMS if t[n]) or 'no term (student)'}"
+                  for m, t in zip(out["mask"], terms)]
+    return out
+
+
+def _paired_text(paired: pd.DataFrame, row: str) -> str:
+    return "-" if row not in paired.index else effect_text(*paired.loc[row, ["mean", "std", "n", "agree"]])
+
+
+def ablation(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Table 4 from :func:`label_ablation`'s frame, in the runs' row order: mask, terms, AP mean / std /
+    n, the paired difference against the student and against all three terms without GLAM, and the
+    paper's AP (a reference). Also returns the two paired frames (indexed by row)."""
+    rows = list(dict.fromkeys(frame.row))
+    stats = summarize(frame, by=("row",), metric="AP").set_index("row")
+    vs_student = paired_differences(frame, STUDENT).set_index("row")
+    vs_no_glam = paired_differences(frame, ALL_NO_GLAM).set_index("row")
+    first = frame.drop_duplicates("row").set_index("row")
+
+    def paper_ap(row):
+        r = first.loc[row]
+        key = (("none", False, False, False) if row == STUDENT
+               else (_PAPER_MASK.get(r["mask"]), *map(bool, r[list(plans.TERMS)])))
+        return paper.TABLE4_GLAM_ABLATION.get(key, np.nan)
+
+    table = pd.DataFrame([{"row": r, "mask": first.loc[r, "mask"], **{n: CHECK[bool(first.loc[r, n])] for n in plans.TERMS},
+                           "AP mean": stats.loc[r, "mean"], "AP std": stats.loc[r, "std"], "n": int(stats.loc[r, "n"]),
+                           "paired vs student": _paired_text(vs_student, r),
+                           "paired vs all terms w/o GLAM": _paired_text(vs_no_glam, r),
+                           "paper AP (COCO, reference)": paper_ap(r)} for r in rows])
+    return table, vs_student, vs_no_glam
+
+
+def label_patch_size(frame: pd.DataFrame, experiments) -> pd.DataFrame:
+    """Table 2's columns for each run of :func:`plans.patch_size_experiments`: its patch size (NaN
+    for the student and the global mask) and its row name (``"patch 7"``, ``"global mask"``, ``"student"``)."""
+    patch = [e.distill_config().patch_size if e.method == "glamd" else np.nan for e in experiments]
+    return frame.assign(patch_size=patch, row=[f"patch {int(p)}" if e.method == "glamd" else
+                                               {"none": "student", "global": "global mask"}[e.method]
+                                               for e, p in zip(experiments, patch)])
+
+
+def patch_size(frame: pd.DataFrame, sides: dict, image_size: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Table 2 from :func:`label_patch_size`'s frame: the student, each trained patch size, the paper's
+    sizes we do not train (at ``image_size`` a patch of the P3 side or more is the global mask), and the
+    global mask; each with its patch / P3 side, the FPN levels it splits (``sides``:
+    :func:`analysis.fpn_map_sides`), AP mean / std / n, the paired difference against the global mask
+    and the paper's AP (a reference). Also returns the paired frame."""
+    p3 = max(sides["P3"])
+    sizes = sorted(int(p) for p in frame.patch_size.dropna().unique())
+    paired = paired_differences(frame, "global mask")
+    stats = summarize(frame, by=("row",), metric="AP").set_index("row")
+
+    def row_of(name, patch, note=""):
+        s = stats.loc[name]
+        d = paired.set_index("row").loc[name] if name != "global mask" else None
+        return {"row": name + note, "patch size": patch, "patch / P3 side": patch / p3 if patch else np.nan,
+                "levels split": sum(max(hw) > patch for hw in sides.values()) if patch else np.nan,
+                "AP mean": s["mean"], "AP std": s["std"], "n": int(s["n"]),
+                "paired vs global mask": "-" if d is None else effect_text(d["mean"], d["std"], d["n"], d["agree"]),
+                "paper AP (COCO, reference)": paper.TABLE2_PATCH_SIZE.get(patch, np.nan) if patch else np.nan}
+
+    rows = [row_of("student", None)] + [row_of(f"patch {p}", p) for p in sizes]
+    rows += [row_of("global mask", p, note=f" (= patch {p} at {image_size} px)")
+             for p in sorted(paper.TABLE2_PATCH_SIZE) if p not in sizes and p >= p3]
+    rows.append(row_of("global mask", None))
+    return pd.DataFrame(rows), paired
+
+
+def label_sweep(frame: pd.DataFrame, points) -> pd.DataFrame:
+    """Fig. 1's columns for each point of :func:`plans.hyperparameter_experiments` (``(parameter,
+    multiplier, experiment)``): the swept value and the row name (``"beta x2"``, ``"default"``,
+    ``"student"``); a point listed twice (a multiplier of 1) counts once."""
+    out = frame.assign(value=[plans.swept_value(e, p) if p in plans.SWEPT else np.nan for p, _, e in points],
+                       row=[p if p in ("default", "student") else f"{p} x{m:g}" for p, m, _ in points])
+    return out.drop_duplicates(["row", "seed"])
+
+
+def sweep(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Fig. 1's table from :func:`label_sweep`'s frame: each point's parameter, multiplier, value, AP
+    mean / std / n and its paired difference against the default. Also returns the paired frame."""
+    paired = paired_differences(frame, "default").set_index("row")
+    stats = summarize(frame, by=("row",), metric="AP").set_index("row")
+    first = frame.drop_duplicates("row").set_index("row")
+    table = pd.DataFrame([{"row": r, "parameter": first.loc[r, "parameter"], "multiplier": first.loc[r, "multiplier"],
+                           "value": first.loc[r, "value"], "AP mean": stats.loc[r, "mean"], "AP std": stats.loc[r, "std"],
+                           "n": int(stats.loc[r, "n"]),
+                           "paired vs default": "-" if r == "default" else _paired_text(paired, r)}
+                          for r in stats.index])
+    return table, paired
+
+
+TABLE3_ROWS = ("student", "global mask", "DeFeat", "GLAMD", "teacher")
+_TABLE3_NAMES = {"teacher": "teacher", "none": "student", "global": "global mask", "defeat": "DeFeat", "glamd": "GLAMD"}
+
+
+def label_table3(frame: pd.DataFrame) -> pd.DataFrame:
+    """Table 3's row names from each run's method (``part`` "table 3": its claims read these rows)."""
+    return frame.assign(part="table 3", row=frame.method.map(_TABLE3_NAMES))
+
+
+def table3(frame: pd.DataFrame, kinds) -> pd.DataFrame:
+    """Table 3 from :func:`label_table3`'s frame: per row and detector ``mean ± std (n)`` of test AP,
+    and the paper's AP per detector (a reference)."""
+    stats = summarize(frame, by=("kind", "row"), metric="AP")
+    stats["cell"] = [f"{m:.2f} ± {s:.2f} (n={n})" if n > 1 else f"{m:.2f} (n=1)"
+                     for m, s, n in zip(stats["mean"], stats["std"], stats.n)]
+    table = stats.pivot(index="row", columns="kind", values="cell").reindex(list(TABLE3_ROWS))[list(kinds)]
+    for kind in kinds:
+        table[f"{kind}: paper (COCO, reference)"] = [
+            paper.TABLE3_DEFEAT.get((kind, {"DeFeat": "defeat", "GLAMD": "glamd"}.get(r))) for r in table.index]
+    return table.reset_index()
