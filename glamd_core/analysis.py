@@ -272,3 +272,31 @@ def fpn_map_sides(profile: str, kind: str = "retinanet") -> dict[str, tuple[int,
     maps = fpn_features(model, torch.zeros(3, side, side))
     first = round(math.log2(side / maps[0].shape[-2]))  # P<k> has stride 2^k; the rest follow one by one
     return {f"P{first + i}": tuple(m.shape[-2:]) for i, m in enumerate(maps)}
+
+
+def distances_by_seed(teacher: TrainedRun, pairs: dict, images: list[torch.Tensor], patch_size: int,
+                      map_sides: dict) -> pd.DataFrame:
+    """Figs. 3-4's claims read over training seeds: per seed, each student's mean L1 to ``teacher`` over
+    the same ``images``, per FPN level (named P3...). ``pairs``: {seed: {student name: TrainedRun}}. A
+    level whose map fits in one ``patch_size`` patch is marked ``untestable`` (GLAM is the global mask
+    there by construction), which :func:`glamd_core.claims.judge` reads."""
+    names = list(map_sides)
+    frames = [feature_distances(teacher, students, images, patch_size)[1].assign(seed=seed)
+              for seed, students in pairs.items()]
+    out = pd.concat(frames, ignore_index=True).groupby(["level", "student", "seed"]).L1.mean().reset_index()
+    out["level"] = [names[int(i)] for i in out.level]
+    out["untestable"] = ["" if max(map_sides[lvl]) > patch_size else
+                         f"{lvl} fits in one {patch_size}-cell patch, where GLAM is the global mask" for lvl in out.level]
+    return out
+
+
+def screen_differences(distances: pd.DataFrame, map_sides: dict, row: str = "GLAMD",
+                       baseline: str = "global mask") -> pd.DataFrame:
+    """The one-seed screen of Figs. 3-4 (:func:`feature_distances`' frame): per level, ``row`` -
+    ``baseline`` in mean L1 over the images, and on how many images ``row`` is nearer the teacher."""
+    names = list(map_sides)
+    pivot = distances[distances.student.isin([row, baseline])].pivot_table(index=["level", "image"], columns="student",
+                                                                           values="L1")
+    diff = (pivot[row] - pivot[baseline]).groupby(level="level")
+    return pd.DataFrame({"level": [names[int(i)] for i in diff.mean().index], "mean": diff.mean().values,
+                         "lower": diff.apply(lambda d: int((d < 0).sum())).values, "images": diff.size().values})

@@ -86,3 +86,16 @@ def test_mask_coverage_on_a_hand_made_map():
     assert np.isnan(mask_coverage(mask, torch.zeros(0, 4), 8)["boxes_holding"])
     with pytest.raises(ValueError, match="non-negative"):
         mask_coverage(-mask, big, 8)
+
+
+def test_the_distance_screen_is_a_per_image_difference_per_level():
+    import pandas as pd
+
+    from glamd_core.analysis import screen_differences
+
+    rows = [{"image": i, "level": lvl, "student": s, "L1": base + (d if s == "GLAMD" else 0.0)}
+            for i, d in enumerate([-0.2, -0.1, 0.05]) for lvl, base in ((0, 1.0), (1, 2.0))
+            for s in ("GLAMD", "global mask", "student alone")]
+    screen = screen_differences(pd.DataFrame(rows), {"P3": (16, 16), "P4": (8, 8)}).set_index("level")
+    assert screen.loc["P3", "mean"] == pytest.approx(-0.25 / 3) and screen.loc["P4", "lower"] == 2
+    assert (screen.images == 3).all()
