@@ -300,3 +300,22 @@ def screen_differences(distances: pd.DataFrame, map_sides: dict, row: str = "GLA
     diff = (pivot[row] - pivot[baseline]).groupby(level="level")
     return pd.DataFrame({"level": [names[int(i)] for i in diff.mean().index], "mean": diff.mean().values,
                          "lower": diff.apply(lambda d: int((d < 0).sum())).values, "images": diff.size().values})
+
+
+def cells_holding(mask, share: float = 0.5) -> float:
+    """The fraction of a mask's cells that hold ``share`` of its weight (smaller: more concentrated)."""
+    v = np.sort(np.asarray(mask, dtype=float).ravel())[::-1]
+    return float((np.cumsum(v) < share * v.sum()).mean())
+
+
+def mask_spread(samples, masks) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Fig. 5 in numbers: per image (``samples``: ``(name, image)``) and FPN level, the fraction of cells
+    holding half of the global and of the local mask's weight (``masks``: :func:`stage_masks` per image);
+    and its summary per level, mean over images, with the first image's map size."""
+    rows = [{"image": name, "level": level, "mask": part, "cells holding half the weight": cells_holding(m[part])}
+            for (name, _), per_stage in zip(samples, masks) for level, m in enumerate(per_stage)
+            for part in ("global", "local")]
+    spread = pd.DataFrame(rows)
+    summary = spread.pivot_table(index="level", columns="mask", values="cells holding half the weight").round(3)
+    summary["map (test images)"] = [f"{m['global'].shape[0]}x{m['global'].shape[1]}" for m in masks[0]]
+    return spread, summary

@@ -202,3 +202,18 @@ def table3_verdicts(profile: str) -> dict | None:
     t = pd.read_csv(path)
     t = t[t.family == "Table 3"]
     return {claim.split(", ")[-1]: verdict for claim, verdict in zip(t.claim, t.verdict)}
+
+
+def mask_spread_lines(summary: pd.DataFrame, kind: str, images: int, one_patch: list[int], patch: int) -> list[str]:
+    """Fig. 5's descriptive reading (it states no effect paired runs could test: no verdict): at how many
+    stages the local mask is the less concentrated, and where GLAM is the global mask by construction."""
+    wider = [int(lvl) + 3 for lvl in summary.index if summary.loc[lvl, "local"] > summary.loc[lvl, "global"]]
+    out = [f"- **{kind} teacher**: half of the local mask's weight is spread over more cells than half of the global "
+           f"mask's at {len(wider)} of {len(summary)} stages ({', '.join(f'P{k}' for k in wider) or 'none'}), averaged "
+           f"over {images} images (the photograph included); descriptive: Fig. 5 states no effect paired runs could "
+           "test, so there is no verdict."]
+    if one_patch:
+        out.append(f"- At {', '.join(f'P{k}' for k in one_patch)} a test image's map fits in one {patch}x{patch} patch, so "
+                   "there GLAM *is* the global mask: at this profile's image size the local masks differ only on the "
+                   "finer stages (on COCO at 1333x800, P3 holds about 360 patches of 7x7 and P5 about 24).")
+    return out

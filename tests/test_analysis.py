@@ -99,3 +99,17 @@ def test_the_distance_screen_is_a_per_image_difference_per_level():
     screen = screen_differences(pd.DataFrame(rows), {"P3": (16, 16), "P4": (8, 8)}).set_index("level")
     assert screen.loc["P3", "mean"] == pytest.approx(-0.25 / 3) and screen.loc["P4", "lower"] == 2
     assert (screen.images == 3).all()
+
+
+def test_mask_spread_counts_the_cells_holding_half_the_weight():
+    import numpy as np
+
+    from glamd_core.analysis import cells_holding, mask_spread
+
+    peaked = np.zeros((4, 4))
+    peaked[0, 0] = 1.0
+    flat = np.ones((4, 4))
+    assert cells_holding(peaked) == 0.0 and cells_holding(flat) == pytest.approx(7 / 16)
+    spread, summary = mask_spread([("a", None)], [[{"global": peaked, "local": flat}]])
+    assert summary.loc[0, "local"] > summary.loc[0, "global"] and summary.loc[0, "map (test images)"] == "4x4"
+    assert len(spread) == 2
