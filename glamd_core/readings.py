@@ -217,3 +217,39 @@ def mask_spread_lines(summary: pd.DataFrame, kind: str, images: int, one_patch: 
                    "there GLAM *is* the global mask: at this profile's image size the local masks differ only on the "
                    "finer stages (on COCO at 1333x800, P3 holds about 360 patches of 7x7 and P5 about 24).")
     return out
+
+
+def calibration_lines(test: pd.DataFrame, table: pd.DataFrame, teachers: pd.DataFrame, diagnostics: pd.DataFrame,
+                      chosen: pd.DataFrame, profile, kinds, seeds) -> tuple[list[str], pd.DataFrame]:
+    """Notebook 00's reading (calibration: no claim of the paper is judged here): per detector each
+    method's test AP at its setting chosen on val, GLAMD - DeFeat paired per seed with its 95 % CI, the
+    teacher, GLAMD's feature term alone at one seed (a screen); and whether the profile records this
+    run's choices. Also returns every method's paired difference against the student and DeFeat."""
+    from . import calibration as C
+    from .stats import paired_differences
+
+    paired = pd.concat([paired_differences(test[test.kind == kind], baseline, row="method").assign(kind=kind)
+                        for kind in kinds for baseline in ("none", "defeat")]).set_index(["kind", "method", "baseline"])
+    lines = []
+    for kind in kinds:
+        t = teachers.loc[(kind, "teacher")]
+        means = table[table.kind == kind].set_index("method")["test AP mean"]
+        d = paired.loc[(kind, "glamd", "defeat")]
+        feat = diagnostics[(diagnostics.kind == kind) & (diagnostics.method == "glamd") & (diagnostics.split == "test")].AP.iloc[0]
+        student0 = test[(test.kind == kind) & (test.method == "none") & (test.seed == seeds[0])].AP.iloc[0]
+        lines.append(f"- **{kind}** (test AP, mean of {len(seeds)} seeds): student {means['none']:.2f}, global "
+                     f"{means['global']:.2f}, DeFeat {means['defeat']:.2f}, GLAMD {means['glamd']:.2f}; teacher "
+                     f"{t['AP test']:.2f} (AP50 {t['AP50 test']:.2f}). GLAMD - DeFeat, paired per seed: "
+                     f"{ci_text(d['mean'], d['ci_low'], d['ci_high'], d['n'])} (calibration: no verdict here; Table 3's "
+                     f"claim is judged in notebook 04). GLAMD's feature term alone: {feat:.2f} against the student's "
+                     f"{student0:.2f} (seed {seeds[0]}; one seed: a screen, no verdict).")
+    chosen_settings = {(r.kind, r.method): {"loss_form": r.loss_form, "alpha": float(r.alpha)} for r in chosen.itertuples()}
+    recorded = {k: v for k, v in profile.distill_settings.items() if k[0] in kinds and k[1] in C.COMPARED_METHODS}
+    if not recorded:
+        lines.append(f"- Profile `{profile.name}` keeps no chosen settings (only `cpu` is calibrated); this run chose "
+                     f"{chosen_settings}.")
+    else:
+        same = recorded == chosen_settings
+        lines.append(f"- The profile's `distill_settings` {'match' if same else 'DO NOT match'} this run's choices"
+                     f"{'' if same else ': ' + repr(chosen_settings)}.")
+    return lines, paired

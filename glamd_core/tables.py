@@ -136,3 +136,30 @@ def table3(frame: pd.DataFrame, kinds) -> pd.DataFrame:
         table[f"{kind}: paper (COCO, reference)"] = [
             paper.TABLE3_DEFEAT.get((kind, {"DeFeat": "defeat", "GLAMD": "glamd"}.get(r))) for r in table.index]
     return table.reset_index()
+
+
+CALIBRATION_ORDER = ("none", "global", "defeat", "glamd")
+
+
+def baselines(results: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Notebook 00's teachers and students alone (their run dicts): AP and AP50 on val and test and
+    training minutes per (kind, role); also the long frame they come from (both splits)."""
+    from .experiments import results_frame
+
+    base = pd.concat([results_frame(results, split=s) for s in ("val", "test")])
+    base["role"] = base.method.map({"teacher": "teacher", "none": "student"})
+    table = base.pivot_table(index=["kind", "role"], columns="split", values=["AP", "AP50"])
+    table.columns = [f"{metric} {split}" for metric, split in table.columns]
+    table = table.join(base[base.split == "test"].set_index(["kind", "role"]).train_minutes).round(2)
+    return table, base
+
+
+def calibration_test(test: pd.DataFrame, chosen: pd.DataFrame) -> pd.DataFrame:
+    """Notebook 00's test table: each method at its setting chosen on val, test AP mean / std / n over
+    seeds, the chosen loss form and alpha with their val AP, and the paper's Table 3 AP (a reference)."""
+    table = summarize(test, by=("kind", "method"), metric="AP").rename(columns={"mean": "test AP mean",
+                                                                              "std": "test AP std"})
+    table = table.merge(chosen[["kind", "method", "loss_form", "alpha", "val AP"]], how="left", on=["kind", "method"])
+    table["paper Table 3 AP (COCO, reference)"] = [paper.TABLE3_DEFEAT.get((k, m)) for k, m in zip(table.kind, table.method)]
+    order = list(CALIBRATION_ORDER)
+    return table.sort_values(["kind", "method"], key=lambda s: s.map(order.index) if s.name == "method" else s)
