@@ -29,10 +29,9 @@ class Trained:
     started: float = field(default_factory=time.perf_counter)
 
 
-def train(rows, labels=(), workers=None, data_root=None, split: str = "test", dedupe: bool = False) -> Trained:
+def train(rows, labels=(), workers=None, data_root=None, split: str = "test") -> Trained:
     """Train (or fetch) every run of ``rows`` and label it. ``rows``: experiments, or tuples ending in
-    one whose other items go into the columns ``labels`` (same length). ``dedupe``: keep the first of
-    two rows naming one (label, seed) -- a point listed twice counts once."""
+    one whose other items go into the columns ``labels`` (same length)."""
     started = time.perf_counter()
     rows = list(rows)
     experiments = [r[-1] if isinstance(r, tuple) else r for r in rows]
@@ -47,8 +46,6 @@ def train(rows, labels=(), workers=None, data_root=None, split: str = "test", de
     frame = results_frame(results, split=split)
     for i, name in enumerate(labels):
         frame[name] = [r[i] for r in rows]
-    if dedupe and labels:
-        frame = frame.drop_duplicates([labels[-1], "kind", "seed"])
     return Trained(frame, results, new, started)
 
 
