@@ -100,7 +100,7 @@ def forest_plot(table: pd.DataFrame, title: str = "Every verdict: paired differe
                 ax.plot([ref], [yi], "D", mfc="none", mec="tab:blue", ms=6)
         ax.axvline(0, color="black", lw=0.8)
         ax.set_yticks(y)
-        ax.set_yticklabels([f"{r['family']}: {r['claim'][:70]} [{r['verdict']}]" for _, r in mine.iterrows()],
+        ax.set_yticklabels([f"{r['family']}: {r['claim'][:90]} [{r['verdict']}]" for _, r in mine.iterrows()],
                            fontsize=7)
         ax.set_xlabel(f"paired difference ({unit})" if unit else "no effect drawn (pending or summary rows)",
                       fontsize=8)
@@ -111,7 +111,8 @@ def forest_plot(table: pd.DataFrame, title: str = "Every verdict: paired differe
     handles = [Line2D([], [], color=c, marker="o", lw=2, label=v) for v, c in VERDICT_COLOURS.items()]
     handles += [Line2D([], [], color="tab:blue", marker="D", mfc="none", lw=0, label="paper's effect (reference)"),
                 Line2D([], [], color="black", marker="|", lw=0, ms=10, label="edge of a tolerance claim")]
-    axes[0, 0].legend(handles=handles, fontsize=7, loc="lower right", ncol=2)
     axes[0, 0].set_title(title, fontsize=10)
     fig.tight_layout()
+    # below the panels, never over a row
+    fig.legend(handles=handles, fontsize=7, loc="upper center", ncol=4, bbox_to_anchor=(0.5, 0.0), frameon=False)
     return fig

@@ -180,3 +180,14 @@ def test_the_headline_table_has_every_family_and_the_summaries():
     head = C.headline(judged)
     assert head.family.tolist() == ["Table 3"] * 3 + ["Fig. 1"]
     assert head.claim.iloc[-1].startswith("hardly sensitive: every point")
+
+
+def test_the_forest_plot_draws_one_row_per_line_of_the_table():
+    from glamd_core import viz
+
+    judged = pd.concat([C.judge("Table 3", {"runs": _table3({"faster_rcnn": CLEAR_GAIN, "retinanet": CLEAR_LOSS})}, CPU),
+                        C.judge("Fig. 1", {"runs": _fig1({})}, CPU)], ignore_index=True)
+    head = C.headline(judged)
+    fig = viz.forest_plot(head)
+    labels = [t.get_text() for ax in fig.axes for t in ax.get_yticklabels()]
+    assert len(labels) == len(head) and labels[0].startswith("Table 3: GLAMD > DeFeat, faster_rcnn [held]")
