@@ -187,6 +187,23 @@ def _kernels_problem(m: dict) -> str | None:
     return None if kernels["canonical"] is True else f"canonical: {json.dumps(kernels['canonical'])}"
 
 
+def _reading_problems(folder: Path, manifest: dict) -> list[str]:
+    """A notebook's reading lives in its ``conclusion.md`` and its verdicts in ``claims.csv`` (computed,
+    issue #35): a manifest that carries a conclusion of its own, or a claims family's folder without
+    its claims table or conclusion, is listed."""
+    from .claims import FAMILIES, family
+
+    out = []
+    if "conclusion" in manifest:
+        out.append(f"{folder.name}: its manifest carries a written conclusion; verdicts live in claims.csv and the "
+                   "reading in conclusion.md (execute the notebook again)")
+    judged = any(notebook == folder.name and family(name) for name, notebook in FAMILIES.items())
+    for needed in (["claims.csv", "conclusion.md"] if judged else []):
+        if not (folder / needed).is_file():
+            out.append(f"{folder.name}: no {needed} (its claims family's table and computed reading)")
+    return out
+
+
 def conflicts(results_dir: Path = RESULTS, notebooks_dir: Path = NOTEBOOKS) -> list[str]:
     """What disagrees or cannot be read in ``results_dir``, one line each (empty: consistent)."""
     scan = _scan(results_dir)
@@ -212,6 +229,7 @@ def conflicts(results_dir: Path = RESULTS, notebooks_dir: Path = NOTEBOOKS) -> l
         if kernels:
             out.append(f"{folder.name}: not made on the canonical kernels ({kernels}); execute the notebook "
                        "again with `make reproduce` (docs/reproducibility.md)")
+        out += _reading_problems(folder, m)
         named = _teachers(m, "", _Scan())  # its problems are listed by the scan
         if named is None:
             out.append(f"{folder.name}: its manifest names no teacher run (executed before manifests named them)")

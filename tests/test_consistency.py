@@ -17,6 +17,9 @@ def _folder(root, name, runs, teachers=None, notebook=True):
     if teachers is not None:
         manifest["teachers"] = teachers
     (d / "manifest.json").write_text(json.dumps(manifest))
+    if notebook:  # its claims family's table and its computed reading (issue #35)
+        (d / "claims.csv").write_text("family,claim,verdict\n")
+        (d / "conclusion.md").write_text("computed\n")
     return d
 
 
@@ -112,3 +115,13 @@ def test_write_results_names_the_teacher_runs_with_their_ap(tmp_path):
     named = json.loads((out / "manifest.json").read_text())["teachers"]
     assert named["retinanet"] == [{"run": teacher["run_dir"], "AP": pytest.approx(49.63)}]
     assert named["faster_rcnn"][0]["run"] == other["teacher_run"]  # its AP from the default run cache, if there
+
+
+def test_a_written_conclusion_in_a_manifest_or_a_missing_claims_table_is_listed(tmp_path):
+    root = _tree(tmp_path)
+    manifest = json.loads((root / "02_patch_size" / "manifest.json").read_text())
+    (root / "02_patch_size" / "manifest.json").write_text(json.dumps(manifest | {"conclusion": "- held"}))
+    (root / "05_glam_ablation" / "claims.csv").unlink()
+    found = consistency.conflicts(root)
+    assert any(f.startswith("02_patch_size: its manifest carries a written conclusion") for f in found)
+    assert any(f.startswith("05_glam_ablation: no claims.csv") for f in found)

@@ -154,6 +154,8 @@ def _notebook_folder(root, name="02_patch_size", rows=None, manifest=None):
     pd.DataFrame(rows).to_csv(d / "runs.csv", index=False)
     m = {"profile": "cpu", "notebook": f"{name}.ipynb", "teachers": {}} | _CANONICAL
     (d / "manifest.json").write_text(json.dumps(m if manifest is None else manifest))
+    (d / "claims.csv").write_text("family,claim,verdict\n")  # its claims family's table and reading (#35)
+    (d / "conclusion.md").write_text("computed\n")
     return d
 
 
@@ -200,6 +202,7 @@ def test_tables_that_are_not_checked_are_listed_by_the_command(tmp_path, monkeyp
     pd.DataFrame([{"run": _RUN, "epoch": 1, "ratio": 0.5}]).to_csv(d / "gradient_balance.csv", index=False)
     assert consistency.conflicts(tmp_path) == []
     assert consistency.not_checked(tmp_path) == [
+        "not checked: 02_patch_size/claims.csv (no run column)",
         "not checked: 02_patch_size/gradient_balance.csv (no AP column)",
         "not checked: 02_patch_size/table.csv (no run column)"]
     monkeypatch.setattr(consistency, "RESULTS", tmp_path)
