@@ -180,18 +180,13 @@ def install_kernelspec(prefix: str | Path = sys.prefix) -> Path | None:
     return path
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # `make install`; `python -m glamd_core kernels` prints a process's kernels
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m glamd_core.kernels", description=__doc__.split("\n\n")[0])
-    parser.add_argument("action", choices=["kernelspec", "state"],
-                        help="kernelspec: give this environment's python3 Jupyter kernel the canonical settings; "
-                        "state: print this process's kernels")
-    if parser.parse_args().action == "kernelspec":
-        written = install_kernelspec()
-        print(f"canonical kernel settings added to {written}" if written else
-              "this CPU has no AVX2: the python3 kernel keeps the machine's own kernels (runs are keyed by them)")
-    else:
-        import json as _json
-
-        print(_json.dumps(state(), indent=2))
+    parser.add_argument("action", choices=["kernelspec"],
+                        help="give this environment's python3 Jupyter kernel the canonical settings")
+    parser.parse_args()
+    written = install_kernelspec()
+    print(f"canonical kernel settings added to {written}" if written else
+          "this CPU has no AVX2: the python3 kernel keeps the machine's own kernels (runs are keyed by them)")
