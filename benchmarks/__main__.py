@@ -41,7 +41,8 @@ from glamd_core.engine import loss_gradient_norms
 from glamd_core.experiments import Experiment, run
 from glamd_core.masks import local_channel_mask, local_spatial_mask
 from glamd_core.profiles import get_profile
-from glamd_core.runs import REPO_ROOT, dataset_root, git_commit
+from glamd_core.data.splits import dataset_root
+from glamd_core.files import REPO_ROOT, git_commit
 from glamd_core.teacher_cache import build_teacher_cache
 
 GOALS = {  # key: (what, comparison, bound)

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from glamd_core.experiments import Experiment, run_all
-from glamd_core.runs import dataset_root
+from glamd_core.data.splits import dataset_root
 
 
 def main() -> None:

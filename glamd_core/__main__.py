@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> None:
             executor, close = _executor(a)
         except ValueError as error:
             p.error(str(error))
-        from .runs import BrokenRun
+        from .files import BrokenRun
 
         try:
             for out in reproduce(a.profile, a.names, a.workers, a.data_root, executor=executor, pool=a.pool):
@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> None:
         except ValueError as error:
             p.error(str(error))
         from .engine import TrainingStopped
-        from .runs import BrokenRun
+        from .files import BrokenRun
 
         try:
             result = run(exp, data_root=a.data_root)  # under torchrun: one DDP run over every rank

@@ -20,7 +20,8 @@ from .engine import CHECKPOINT
 from .experiments import Experiment, run
 from .files import read_checkpoint
 from .masks import global_spatial_mask, local_spatial_mask, patch_sums
-from .runs import DATA_DIR, RUNS_DIR, dataset_root, load_split
+from .data.splits import DATA_DIR, dataset_root, load_split
+from .runs import RUNS_DIR
 
 
 @dataclass

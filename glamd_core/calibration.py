@@ -29,7 +29,7 @@ import pandas as pd
 from .distill import DistillConfig
 from .experiments import Experiment
 from .profiles import get_profile
-from .runs import splits
+from .data.splits import splits
 
 COMPARED_METHODS = ("global", "glamd", "defeat")
 GRID: tuple[tuple[str, float], ...] = (

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 from torchvision.models.detection import FasterRCNN, RetinaNet
 
+from .detectors import build_detector
 from .methods.adapters import ADAPTERS
 from .teacher_cache import TeacherCache, TeacherOutputs, dense_outputs, fingerprint, run_teacher
 
@@ -374,3 +375,12 @@ def _flatten_rpn(objectness, deltas):
 def _decode(box_coder, deltas: torch.Tensor, anchors: list[torch.Tensor]) -> torch.Tensor:
     """B x N x 4 deltas -> B x N x 4 boxes (XYXY) around each image's anchors."""
     return torch.stack([box_coder.decode_single(d, a) for d, a in zip(deltas, anchors)])
+
+
+def check_distillable(kind: str, teacher_backbone: str, student_backbone: str, detector_options: dict,
+                      config: DistillConfig) -> None:
+    """Build the Distiller once on untrained detectors (about a second): a pair it cannot distil
+    fails now, not after the teacher has trained for minutes."""
+    opts = dict(detector_options, pretrained=False)
+    Distiller(build_detector(kind, teacher_backbone, 2, **opts), build_detector(kind, student_backbone, 2, **opts),
+              config)

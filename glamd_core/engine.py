@@ -442,3 +442,37 @@ def _append_csv(path: Path, row: dict) -> None:
         if new:
             w.writeheader()
         w.writerow(row)
+
+
+# -- a finished run's weights and training time ---------------------------------------------------
+def finished_run(run: str | Path, runs_dir: Path) -> Path:
+    """A finished run of the cache, by folder or name: a warm start's source. Missing or unfinished
+    is an error naming it, raised before anything trains."""
+    run = Path(run) if Path(run).is_absolute() else Path(runs_dir) / run
+    if not (run / "eval.json").is_file() or not (run / CHECKPOINT).is_file():
+        raise FileNotFoundError(f"warm start: {run.name} is not a finished run in {run.parent} (train it first: "
+                                "the run a student starts from must be in the cache)")
+    return run
+
+
+def warm_start(model: torch.nn.Module, run: Path) -> None:
+    """Load a finished run's trained detector into ``model`` (a distilled run's student weights, without
+    its adapters); weights that do not fit -- another backbone or kind -- are an error naming the run."""
+    state = read_checkpoint(Path(run) / CHECKPOINT)["model"]
+    if any(k.startswith("student.") for k in state):  # a Distiller's trainable: keep the student's weights
+        state = {k.removeprefix("student."): v for k, v in state.items() if k.startswith("student.")}
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as error:
+        first = str(error).strip().splitlines()[0]
+        raise ValueError(f"warm start from {Path(run).name}: its weights do not fit this detector ({first} ...); "
+                         "start a student from a run of the same kind and backbone") from None
+
+
+def training_seconds(run_dir: Path) -> float:
+    """Sum of per-epoch times, so a resumed run reports its full training cost."""
+    per_epoch = {}
+    for row in read_log(run_dir / "metrics.jsonl"):
+        if row.get("summary"):
+            per_epoch[row["epoch"]] = row["epoch_seconds"]
+    return float(sum(per_epoch.values()))

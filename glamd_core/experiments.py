@@ -29,11 +29,11 @@ import torch
 from .detectors import KINDS
 from .distill import METHODS, DistillConfig
 from .engine import check_seed, check_threads
-from .files import recover_dir, replace_dir
+from .data.splits import DATA_DIR, dataset_root
+from .files import BrokenRun, exclusive, git_commit, read_result, recover_dir, replace_dir, try_exclusive
 from .profiles import PROFILES, Profile, get_profile
 from .run_key import unkeyed_environment
-from .runs import (DATA_DIR, RESULTS_DIR, RUNS_DIR, BrokenRun, RunSpec, dataset_root, exclusive, execute, git_commit,
-                   read_result, run_spec, try_exclusive)
+from .runs import RESULTS_DIR, RUNS_DIR, RunSpec, execute, run_spec
 
 
 @dataclass(frozen=True)
@@ -95,10 +95,7 @@ class Experiment:
 
     def resolved_profile(self) -> Profile:
         """The profile this experiment's run is trained with (a teacher's: its teacher schedule)."""
-        profile = get_profile(self.profile).for_kind(self.kind)
-        profile = profile if self.epochs is None else profile.with_epochs(int(self.epochs))
-        profile = profile if self.threads == 1 else profile.with_train(threads=self.threads)
-        return profile.for_teacher() if self.method == "teacher" else profile
+        return get_profile(self.profile).for_run(self.kind, self.method, self.epochs, self.threads)
 
     def distill_config(self) -> DistillConfig:
         """The distillation settings this experiment trains with (``method`` included)."""
@@ -119,24 +116,26 @@ def resolve(exp: Experiment, runs_dir: Path = RUNS_DIR, data_dir: Path = DATA_DI
     """``exp`` resolved once into its :class:`runs.RunSpec`: profile, configs, dataset, teacher, warm
     start, kernels, key and folder. ``progress`` overrides the profile's per-epoch progress bars (not
     part of the run's key). Nothing is trained; a synthetic dataset is generated on first use."""
-    profile = exp.resolved_profile()
-    if progress is not None:
-        profile = profile.with_train(progress=progress)
-    where = dict(runs_dir=runs_dir, data_root=data_root, data_dir=data_dir)
-    if exp.method == "teacher" and exp.teacher_checkpoint is not None:
-        return run_spec(exp.kind, exp.teacher_backbone, profile, imported=exp.teacher_checkpoint, **where)
     init = None if exp.init_from is None else resolve(exp.init_from, runs_dir, data_dir, data_root, progress)
-    if _is_plain(exp):
-        return run_spec(exp.kind, _plain_backbone(exp), profile, exp.seed, init=init, **where)
-    return run_spec(exp.kind, exp.student_backbone, profile, exp.seed, distill=exp.distill_config(),
-                    teacher_backbone=exp.teacher_backbone, teacher_checkpoint=exp.teacher_checkpoint, init=init, **where)
+    base = get_profile(exp.profile)
+    profile = base.for_run(exp.kind, exp.method, exp.epochs, exp.threads, progress)
+    distill = None if _is_plain(exp) else replace(base.distill_for(exp.kind, exp.method) if exp.distill is None
+                                                   else exp.distill, method=exp.method)
+    student = exp.student or profile.student_backbone
+    teacher = exp.teacher or profile.teacher_backbone
+    where = dict(runs_dir=runs_dir, data_root=data_root, data_dir=data_dir)
+    if exp.method == "teacher":
+        return run_spec(exp.kind, teacher, profile, exp.seed, imported=exp.teacher_checkpoint, **where)
+    return run_spec(exp.kind, student, profile, exp.seed, distill=distill, teacher_backbone=teacher,
+                    teacher_checkpoint=exp.teacher_checkpoint, init=init, **where)
 
 
 def run(exp: Experiment, runs_dir: Path = RUNS_DIR, data_dir: Path = DATA_DIR, data_root=None,
         progress: bool | None = None) -> dict:
     """Train (or reuse) ``exp``: resolve it once (:func:`resolve`), then train, evaluate and record
     (:func:`runs.execute`). Returns its ``eval.json`` plus the experiment's fields."""
-    result = execute(resolve(exp, runs_dir, data_dir, data_root, progress))
+    spec = resolve(exp, runs_dir, data_dir, data_root, progress)
+    result = execute(spec)
     return result | {"method": exp.method, "kind": exp.kind, "seed": exp.seed, "profile": exp.profile}
 
 
@@ -168,7 +167,7 @@ def run_dir(exp: Experiment, runs_dir: Path = RUNS_DIR, data_dir: Path = DATA_DI
 
 def is_finished(exp: Experiment, runs_dir: Path = RUNS_DIR, data_dir: Path = DATA_DIR, data_root=None) -> bool:
     """Whether ``exp``'s run is in the cache, found without training anything. A torn ``eval.json`` is
-    an error naming it (:func:`runs.read_result`): such a run is neither finished nor trainable as is."""
+    an error naming it (:func:`files.read_result`): such a run is neither finished nor trainable as is."""
     where = run_dir(exp, runs_dir, data_dir, data_root)
     return (where / "eval.json").exists() and bool(read_result(where))
 
@@ -363,7 +362,7 @@ def read_eval(run: Path) -> dict | None:
     """A finished run's ``eval.json`` as a dict; None when it is missing, torn or not a JSON object (a
     listing, a cost table or a manifest must not stop on one bad run; they say so where it matters).
     What decides whether to train -- ``run``, :func:`is_finished`, the plan -- reads it with
-    :func:`runs.read_result`, for which a torn one is an error naming it."""
+    :func:`files.read_result`, for which a torn one is an error naming it."""
     try:
         return read_result(run)
     except BrokenRun:

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
+import json
 import os
 import pickle
 import shutil
+import subprocess
 import zipfile
 from pathlib import Path
 
@@ -99,3 +102,120 @@ def recover_dir(target: Path) -> None:
     old = target.with_name(f".{target.name}.old")
     if old.exists() and not target.exists():
         os.replace(old, target)
+
+
+def config_key(config: dict) -> str:
+    """12 hex digits of the sha256 of ``config`` as sorted JSON: a run's key, a dataset folder's name."""
+    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+# -- locks: one process trains a run, generates a dataset or builds a teacher cache; the others wait --
+def _locked_handle(lock_file: Path, blocking: bool, shared: bool = False):
+    """An open handle of ``lock_file`` holding its exclusive ``flock``, or None when ``blocking`` is
+    false and another process holds it.
+
+    A lock file can be deleted while we wait for it (``runs clear`` removes a run with its lock):
+    holding a lock on a deleted file would protect nothing, so after locking we check that the path
+    still names the file we locked, and start again if not.
+    """
+    import fcntl
+
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        handle = open(lock_file, "a")
+        try:
+            fcntl.flock(handle, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | (0 if blocking else fcntl.LOCK_NB))
+        except BlockingIOError:
+            handle.close()
+            return None
+        try:
+            same = os.stat(lock_file).st_ino == os.fstat(handle.fileno()).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            return handle
+        handle.close()
+        lock_file.parent.mkdir(parents=True, exist_ok=True)
+
+
+@contextlib.contextmanager
+def exclusive(lock_file: Path):
+    """Hold an exclusive lock on ``lock_file`` (created if missing) for the ``with`` block.
+
+    Parallel workers (``run_all(workers=2)``) or two notebooks may ask for the same run or dataset
+    at once; with the lock the first one trains / generates it and the others wait, then find it
+    finished. POSIX ``flock``; where ``fcntl`` does not exist (Windows) there is no lock, so run
+    one process at a time there.
+    """
+    with try_exclusive(lock_file, blocking=True) as held:
+        assert held
+        yield
+
+
+@contextlib.contextmanager
+def shared_lock(lock_file: Path):
+    """Hold a shared lock on ``lock_file`` for the ``with`` block: any number of holders, but no
+    exclusive one. Distilled runs hold their teacher's run lock this way while they read it (its
+    checkpoint, its teacher-output cache), so ``runs clear`` -- which needs the lock exclusively --
+    leaves a teacher alone while a student uses it."""
+    try:
+        import fcntl  # noqa: F401
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    handle = _locked_handle(Path(lock_file), blocking=True, shared=True)
+    try:
+        yield
+    finally:
+        handle.close()
+
+
+@contextlib.contextmanager
+def try_exclusive(lock_file: Path, blocking: bool = False):
+    """Like :func:`exclusive`, but yields whether the lock was taken instead of waiting for it
+    (``runs clear`` leaves a run alone while another process trains it)."""
+    try:
+        import fcntl  # noqa: F401
+    except ImportError:  # pragma: no cover - not POSIX
+        yield True
+        return
+    handle = _locked_handle(Path(lock_file), blocking)
+    try:
+        yield handle is not None
+    finally:
+        if handle is not None:
+            handle.close()  # closing the last descriptor releases the flock
+
+
+class BrokenRun(ValueError):
+    """A finished run whose ``eval.json`` cannot be read: it is neither reusable nor retrained in place."""
+
+
+def read_result(run_dir: Path) -> dict:
+    """A finished run's ``eval.json``. Torn or not a JSON object (a copy cut short, a full disk) is an
+    error naming the file and how to train the run again: taken for finished, it would be neither
+    reused nor retrained."""
+    done = Path(run_dir) / "eval.json"
+    try:
+        result = json.loads(done.read_text())
+    except (OSError, ValueError) as error:  # UnicodeDecodeError is a ValueError
+        result = error
+    if not isinstance(result, dict):
+        why = result if isinstance(result, Exception) else f"a JSON {type(result).__name__}"
+        raise BrokenRun(f"{done} is torn or not a JSON object ({why}); clear the run to train it again: "
+                        f"python -m glamd_core runs clear --pattern '{Path(run_dir).name}'")
+    return result
+
+
+def git_commit() -> str:
+    """Short HEAD commit, ``-dirty`` when tracked files other than ``results/`` differ from it,
+    ``unknown`` outside git. ``results/`` is left out because the main job itself rewrites the
+    committed results while it runs; what made them is the code."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True,
+                             text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results"],
+                               cwd=REPO_ROOT, capture_output=True, text=True, check=True).stdout.strip()
+        return out + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"

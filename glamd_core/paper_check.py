@@ -112,7 +112,7 @@ def write_teacher_checkpoint(path: Path, profile_name: str, kind: str, coco_root
 
     from .detectors import build_detector
     from .profiles import get_profile
-    from .runs import load_split
+    from .data.splits import load_split
 
     profile = get_profile(profile_name).for_kind(kind)
     classes = load_split(profile, coco_root, "train").num_classes

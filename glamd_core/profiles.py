@@ -92,10 +92,21 @@ class Profile:
         """This profile as ``kind`` trains with it (``by_kind`` applied)."""
         changes = dict(self.by_kind.get(kind, {}))
         if not changes:
-            return self
+            return replace(self, by_kind={}) if self.by_kind else self
         train = changes.pop("train", None)
         out = replace(self, **changes, by_kind={})
         return out.with_train(**train) if train else out
+
+    def for_run(self, kind: str, method: str, epochs: int | None = None, threads: int = 1,
+                progress: bool | None = None) -> "Profile":
+        """This profile as one run of ``kind`` trains with it: its kind's settings, ``epochs`` for
+        students and teachers alike (None: the profile's), ``threads``, ``progress`` bars (None: the
+        profile's; not keyed), and a teacher's schedule when ``method`` is ``teacher``."""
+        profile = self.for_kind(kind)
+        profile = profile if epochs is None else profile.with_epochs(int(epochs))
+        profile = profile if threads == 1 else profile.with_train(threads=threads)
+        profile = profile if progress is None else profile.with_train(progress=progress)
+        return profile.for_teacher() if method == "teacher" else profile
 
     def for_teacher(self) -> "Profile":
         """The profile a teacher is trained with."""

@@ -23,7 +23,9 @@ from .costs import COSTS_FILE
 from .experiments import results_dir, write_results
 from .files import atomic_write_text
 from .profiles import Profile, get_profile
-from .runs import DATA_DIR, REPO_ROOT, RUNS_DIR, BrokenRun, read_result, splits, train_detector, try_exclusive
+from .data.splits import DATA_DIR, splits
+from .files import REPO_ROOT, BrokenRun, read_result, try_exclusive
+from .runs import RUNS_DIR, train_detector
 
 
 def reproduce(profile: str = "cpu", names=(), workers: int | None = None, data_root: str | None = None,

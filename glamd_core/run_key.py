@@ -59,10 +59,6 @@ def unkeyed_environment() -> dict:
             "pillow": PIL.__version__}
 
 
-def config_key(config: dict) -> str:
-    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:12]
-
-
 def backbone_weights(backbone: str) -> Path:
     """The local ImageNet checkpoint of timm ``backbone`` for profiles with ``pretrained_backbones``:
     ``$GLAMD_WEIGHTS/<backbone>.safetensors`` (or ``.pth`` / ``.bin``), default folder ``weights/``.

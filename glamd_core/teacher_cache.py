@@ -41,7 +41,7 @@ from torch import nn
 from torchvision.models.detection import RetinaNet
 from tqdm.auto import tqdm
 
-from .files import atomic_save, atomic_write_text
+from .files import atomic_save, atomic_write_text, config_key, exclusive
 
 MARKER = "complete.json"
 FORMAT = 2  # 2: entries carry their key and a checksum (1, before: bare outputs, never verified)
@@ -263,3 +263,24 @@ def build_teacher_cache(teacher: nn.Module, images, folder: str | Path, batch_si
             "bytes": sum(p.stat().st_size for p in entries), "images": len(images), "flips": [False, True]}
     atomic_write_text(folder / MARKER, json.dumps(info, indent=2))
     return TeacherCache(folder)
+
+
+def teacher_cache_of(teacher, teacher_dir: Path, split: str, data_key: str, images, batch_size: int,
+                     progress: bool = False) -> TeacherCache:
+    """The output cache of a trained ``teacher`` for one training split, built on first use (once, under
+    a lock, however many distilled runs ask at once) in ``<teacher run>/teacher_cache/``, named by the
+    dataset (``data_key``, as run keys name it), the split, the teacher's input transform and its
+    weights. ``images()`` gives the split's images as the training transform makes them before its
+    flip; it is only called when the cache is built."""
+    t = teacher.transform
+    transform = {"min_size": t.min_size, "max_size": t.max_size, "size_divisible": t.size_divisible,
+                 "mean": t.image_mean, "std": t.image_std, "fixed_size": t.fixed_size}
+    name = f"{split}-{config_key({'data': data_key, 'split': split, 'transform': transform})}"
+    folder = Path(teacher_dir) / "teacher_cache" / f"{name}-{fingerprint(teacher)}"
+    with exclusive(folder.parent / f".{folder.name}.lock"):
+        cache = TeacherCache.open(folder)
+        if cache is not None:
+            return cache
+        cache = build_teacher_cache(teacher, images(), folder, batch_size, progress=progress)
+    print(f"teacher cache built: {cache.entries} entries (images x 2 flips), {cache.bytes / 2**20:.0f} MB in {folder}")
+    return cache

@@ -5,6 +5,7 @@ import torch
 from torch import nn
 from torchvision.ops import box_iou
 
+from glamd_core.data import splits as data_splits
 from glamd_core import losses as L
 from glamd_core.data import VOCDetection, train_transforms
 from glamd_core.data.base import collate
@@ -231,7 +232,7 @@ def test_a_setting_added_later_keeps_earlier_runs_keys(tmp_path):
                                distill=DistillConfig("defeat", **kw), teacher_backbone=profile.teacher_backbone,
                                data_dir=tmp_path / "data")
 
-    root = runs.dataset_root(profile, data_dir=tmp_path / "data")  # keys name the dataset's content
+    root = data_splits.dataset_root(profile, data_dir=tmp_path / "data")  # keys name the dataset's content
     _, config = run_key.distilled_run("faster_rcnn", profile.student_backbone, profile, DistillConfig("defeat"), 0,
                                    root, "teacher")
     assert "defeat_roi_sampling" not in config["distill"] and "defeat_levels" in config["distill"]

@@ -89,7 +89,7 @@ def test_the_synthetic_dataset_is_keyed_by_its_content(monkeypatch, tmp_path):
     """Other image bytes under the same spec and folder (another Pillow's encoder): another key."""
     from glamd_core.data import synthetic
     from glamd_core.experiments import Experiment, run_dir
-    from glamd_core.runs import dataset_root
+    from glamd_core.data.splits import dataset_root
     from glamd_core.profiles import get_profile
 
     exp = Experiment("retinanet", "none", "smoke")

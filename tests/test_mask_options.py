@@ -77,7 +77,7 @@ def test_a_glam_foreground_is_a_soft_zero_to_one_map_and_defeat_splits_on_it():
 
 
 def test_the_options_are_keyed_only_when_changed(tmp_path):
-    from glamd_core.runs import dataset_root
+    from glamd_core.data.splits import dataset_root
 
     P = get_profile("smoke")
     root = dataset_root(P, data_dir=tmp_path)  # keys name the dataset's content: it must exist

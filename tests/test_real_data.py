@@ -8,6 +8,7 @@ from dataclasses import replace
 import pytest
 import torch
 
+from glamd_core.data import splits as data_splits
 from glamd_core import profiles, run_key, runs
 from glamd_core.experiments import Experiment, run
 from glamd_core.paper_check import write_coco, write_voc, write_weights
@@ -41,7 +42,7 @@ def test_a_paper_profile_trains_and_distils_on_its_real_layout(tmp_path, monkeyp
     monkeypatch.setenv(get_profile(name).data.env, str(root))  # found by its environment variable
     kw = dict(runs_dir=tmp_path / "runs", data_dir=tmp_path / "data")
     profile = get_profile(f"tiny_{name}")
-    assert runs.load_split(profile, root, "train").__len__() == count  # VOC: 6 + 6 trainval images, 07+12
+    assert data_splits.load_split(profile, root, "train").__len__() == count  # VOC: 6 + 6 trainval images, 07+12
     teacher = run(Experiment("retinanet", "teacher", f"tiny_{name}"), **kw)
     student = run(Experiment("retinanet", "glamd", f"tiny_{name}"), **kw)
     for r in (teacher, student):
@@ -62,22 +63,23 @@ def test_a_paper_profile_trains_and_distils_on_its_real_layout(tmp_path, monkeyp
 def test_the_student_starts_from_the_local_imagenet_weights(tmp_path, monkeypatch):
     monkeypatch.setenv("GLAMD_WEIGHTS", str(write_weights(tmp_path / "weights", ("resnet10t",))))
     saved = torch.load(tmp_path / "weights" / "resnet10t.pth")
-    model = runs.build_detector("retinanet", "resnet10t", 3, **SMOKE.detector,
-                                **runs._backbone_options(replace(SMOKE, pretrained_backbones=True), "resnet10t"))
+    spec = runs.run_spec("retinanet", "resnet10t", replace(SMOKE, pretrained_backbones=True), runs_dir=tmp_path / "runs",
+                         data_dir=tmp_path / "data")
+    model = runs.build_detector("retinanet", "resnet10t", 3, **spec.detector)
     body = model.backbone.body.state_dict()
     assert torch.equal(body["conv1.0.weight"], saved["conv1.0.weight"])
-    assert runs._backbone_options(SMOKE, "resnet10t") == {}  # profiles without pretrained backbones
+    assert replace(spec, profile=SMOKE).detector == SMOKE.detector  # profiles without pretrained backbones
 
 
 def test_missing_real_data_and_weights_say_what_to_put_where(tmp_path, monkeypatch):
     monkeypatch.delenv("GLAMD_COCO_ROOT", raising=False)
     monkeypatch.delenv("GLAMD_VOC_ROOT", raising=False)
     with pytest.raises(FileNotFoundError, match="(?s)COCO dataset not found.*instances_train2017.json.*GLAMD_COCO_ROOT"):
-        runs.dataset_root(get_profile("paper_coco"), data_dir=tmp_path)
+        data_splits.dataset_root(get_profile("paper_coco"), data_dir=tmp_path)
     with pytest.raises(FileNotFoundError, match="(?s)VOC2012.*trainval.txt.*data_root"):
-        runs.dataset_root(get_profile("paper_voc"), data_root=tmp_path / "VOCdevkit")
+        data_splits.dataset_root(get_profile("paper_voc"), data_root=tmp_path / "VOCdevkit")
     # naming where a run would live needs no data
-    assert runs.dataset_root(get_profile("paper_voc"), data_dir=tmp_path, generate=False) == tmp_path / "VOCdevkit"
+    assert data_splits.dataset_root(get_profile("paper_voc"), data_dir=tmp_path, generate=False) == tmp_path / "VOCdevkit"
     monkeypatch.setenv("GLAMD_WEIGHTS", str(tmp_path))
     with pytest.raises(FileNotFoundError, match=f"(?s)resnet50.*{tmp_path}/resnet50.safetensors.*GLAMD_WEIGHTS"):
         run_key.backbone_weights("resnet50")
@@ -85,8 +87,8 @@ def test_missing_real_data_and_weights_say_what_to_put_where(tmp_path, monkeypat
 
 def test_paper_profiles_as_data():
     voc, coco = get_profile("paper_voc"), get_profile("paper_coco")
-    assert runs.splits(voc) == {"train": "VOC2007/trainval+VOC2012/trainval", "test": "VOC2007/test"}
-    assert runs.splits(coco) == {"train": "train2017", "test": "val2017"}
+    assert data_splits.splits(voc) == {"train": "VOC2007/trainval+VOC2012/trainval", "test": "VOC2007/test"}
+    assert data_splits.splits(coco) == {"train": "train2017", "test": "val2017"}
     assert (voc.teacher_backbone, voc.student_backbone) == ("resnet34", "resnet18")
     # per kind: RetinaNet's ResNeXt101 teacher at mmdetection's RetinaNet lr; the R-CNNs' ResNet101 at 0.02
     assert Experiment("retinanet", "teacher", "paper_coco").teacher_backbone == "resnext101_64x4d"

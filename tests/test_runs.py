@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from glamd_core import run_key, runs
+from glamd_core import files, runs
 from glamd_core.__main__ import main as cli
 from glamd_core.profiles import PROFILES, get_profile
 from glamd_core.reproduce import run_baselines
@@ -20,7 +20,7 @@ def test_a_run_is_cached_by_its_config_and_reused(tmp_path, monkeypatch):
         assert set(first["metrics"][split]) >= {"AP", "AP50", "AP75", "APs", "APm", "APl", "VOC07_mAP50"}
         assert (tmp_path / "runs" / first["run_dir"] / f"detections_{split}.json").is_file()
     assert first["train_seconds"] > 0
-    assert first["code_commit"] == runs.git_commit() != ""  # the code that trained it, not in the key
+    assert first["code_commit"] == files.git_commit() != ""  # the code that trained it, not in the key
     run_dir = tmp_path / "runs" / first["run_dir"]
     assert {"config.json", "last.pt", "metrics.jsonl", "metrics.csv", "eval.json", "detections_val.json"} <= \
         {p.name for p in run_dir.iterdir()}
@@ -38,8 +38,8 @@ def test_a_run_is_cached_by_its_config_and_reused(tmp_path, monkeypatch):
 def test_config_key_changes_with_any_setting():
     a = {"detector": {"image_size": 128}, "train": {"lr": 1e-3}}
     b = {"detector": {"image_size": 128}, "train": {"lr": 2e-3}}
-    assert run_key.config_key(a) == run_key.config_key(json.loads(json.dumps(a)))
-    assert run_key.config_key(a) != run_key.config_key(b)
+    assert files.config_key(a) == files.config_key(json.loads(json.dumps(a)))
+    assert files.config_key(a) != files.config_key(b)
 
 
 def test_baselines_table_and_manifest(tmp_path):
@@ -218,13 +218,13 @@ def test_git_commit_is_dirty_for_code_changes_not_for_results(tmp_path, monkeypa
     (tmp_path / "results" / "table.md").write_text("old\n")
     git("add", ".")
     git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
-    monkeypatch.setattr(runs, "REPO_ROOT", tmp_path)
-    clean = runs.git_commit()
+    monkeypatch.setattr("glamd_core.files.REPO_ROOT", tmp_path)
+    clean = files.git_commit()
     assert len(clean) >= 7 and not clean.endswith("-dirty")
     (tmp_path / "results" / "table.md").write_text("new\n")  # the main job rewriting committed results
-    assert runs.git_commit() == clean
+    assert files.git_commit() == clean
     (tmp_path / "code.py").write_text("x = 2\n")
-    assert runs.git_commit() == clean + "-dirty"
+    assert files.git_commit() == clean + "-dirty"
 
 
 def test_a_failing_run_in_a_worker_fails_run_all(tmp_path):

@@ -6,6 +6,8 @@ import json
 import pytest
 import torch
 
+from glamd_core import engine
+from glamd_core.data import splits as data_splits
 from glamd_core import runs
 from glamd_core.detectors import build_detector
 from glamd_core.engine import CHECKPOINT
@@ -28,9 +30,9 @@ def test_a_warm_start_loads_the_runs_weights_and_is_keyed_by_it(tmp_path):
     assert "init_run" not in json.loads((source / "config.json").read_text())  # earlier keys unchanged
 
     profile = get_profile("smoke")
-    classes = runs.load_split(profile, runs.dataset_root(profile), "train").num_classes
+    classes = data_splits.load_split(profile, data_splits.dataset_root(profile), "train").num_classes
     fresh = build_detector("retinanet", profile.student_backbone, classes, **profile.detector)
-    runs.warm_start(fresh, source)
+    engine.warm_start(fresh, source)
     loaded, saved = fresh.state_dict(), _state(source)
     assert loaded.keys() == saved.keys() and all(torch.equal(loaded[k], saved[k]) for k in saved)
 

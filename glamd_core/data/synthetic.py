@@ -277,7 +277,7 @@ def fingerprint(root: str | Path) -> str:
     root = Path(root)
     if not (root / "spec.json").is_file():
         raise FileNotFoundError(f"{root} holds no finished synthetic dataset (no spec.json): generate it first "
-                                "(runs.dataset_root does so on first use)")
+                                "(data.splits.dataset_root does so on first use)")
     try:
         return json.loads((root / FINGERPRINT_FILE).read_text())["sha256"]
     except (OSError, ValueError, KeyError, TypeError):

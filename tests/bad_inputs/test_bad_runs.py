@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import torch
 
-from glamd_core import run_key, runs
+from glamd_core import files, runs
 from glamd_core.__main__ import main as cli
 from glamd_core.detectors import build_detector
 from glamd_core.distill import DistillConfig
@@ -85,7 +85,7 @@ def test_clear_leaves_a_run_that_another_process_is_training(tmp_path):
     (training / "eval.json").unlink()  # unfinished
     holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
         import time
-        from glamd_core.runs import exclusive
+        from glamd_core.files import exclusive
         with exclusive({str(training / '.lock')!r}):
             print("locked", flush=True)
             time.sleep(60)
@@ -117,7 +117,7 @@ def test_equal_settings_are_one_run_key():
     from dataclasses import asdict
 
     a, b = DistillConfig(alpha=1, patch_size=np.int64(7)), DistillConfig(alpha=1.0, patch_size=7)
-    assert run_key.config_key(asdict(a)) == run_key.config_key(asdict(b))
+    assert files.config_key(asdict(a)) == files.config_key(asdict(b))
     # a setting left to its loss form's default and the same value spelled out: one run
     profile = get_profile("smoke")
 
@@ -148,7 +148,7 @@ def test_a_pair_that_cannot_be_distilled_fails_before_the_teacher_trains(tmp_pat
     def refuse(*args, **kwargs):
         raise ValueError("teacher and student must have the same FPN levels")
 
-    monkeypatch.setattr(runs, "Distiller", refuse)
+    monkeypatch.setattr("glamd_core.distill.Distiller", refuse)
     profile = get_profile("smoke")
     with pytest.raises(ValueError, match="same FPN levels"):
         runs.train_distilled("retinanet", "resnet18", "resnet10t", profile, DistillConfig(), runs_dir=tmp_path / "runs",
