@@ -445,20 +445,22 @@ def _append_csv(path: Path, row: dict) -> None:
 
 
 # -- a finished run's weights and training time ---------------------------------------------------
-def finished_run(run: str | Path, runs_dir: Path) -> Path:
+def finished_run(run: str | Path, runs_dir: Path | None) -> Path:
     """A finished run of the cache, by folder or name: a warm start's source. Missing or unfinished
     is an error naming it, raised before anything trains."""
-    run = Path(run) if Path(run).is_absolute() else Path(runs_dir) / run
+    run = Path(run) if Path(run).is_absolute() or runs_dir is None else Path(runs_dir) / run
     if not (run / "eval.json").is_file() or not (run / CHECKPOINT).is_file():
         raise FileNotFoundError(f"warm start: {run.name} is not a finished run in {run.parent} (train it first: "
                                 "the run a student starts from must be in the cache)")
     return run
 
 
-def warm_start(model: torch.nn.Module, run: Path) -> None:
+def warm_start(model: torch.nn.Module, run: str | Path, runs_dir: Path | None = None) -> None:
     """Load a finished run's trained detector into ``model`` (a distilled run's student weights, without
-    its adapters); weights that do not fit -- another backbone or kind -- are an error naming the run."""
-    state = read_checkpoint(Path(run) / CHECKPOINT)["model"]
+    its adapters); the run by folder, or by name in ``runs_dir``. An unfinished run, or weights that do
+    not fit -- another backbone or kind -- are an error naming the run."""
+    run = finished_run(run, runs_dir)
+    state = read_checkpoint(run / CHECKPOINT)["model"]
     if any(k.startswith("student.") for k in state):  # a Distiller's trainable: keep the student's weights
         state = {k.removeprefix("student."): v for k, v in state.items() if k.startswith("student.")}
     try:

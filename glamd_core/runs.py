@@ -37,28 +37,30 @@ RUNS_DIR = env_path("GLAMD_RUNS_DIR", REPO_ROOT / "runs")
 RESULTS_DIR = REPO_ROOT / "results"
 
 
-def _run(spec: "RunSpec", build) -> dict:
-    """Train ``build(num_classes) -> (trainable, detector)`` once per spec; evaluate ``detector``."""
-    run_dir, config, profile, cfg, root = spec.folder, spec.config, spec.profile, spec.train, spec.data
+def _run(spec: "RunSpec") -> dict:
+    """Train ``spec``'s detector once (the first process to hold the run's lock) and evaluate it; a
+    finished run is read back."""
+    run_dir, cfg = spec.folder, spec.train
     done = run_dir / "eval.json"
     stop_after_epoch()  # a bad $GLAMD_STOP_AFTER_EPOCH fails here, before the run's folder exists
     rank, world = init_distributed(cfg.device)  # (0, 1) unless launched by torchrun
     if world > 1:
         with cpu_threads(cfg):
-            return _run_distributed(run_dir, config, build, profile, cfg, root, rank)
+            return _run_distributed(spec, rank)
     if done.exists():
         return read_result(run_dir)
     with exclusive(run_dir / ".lock"):  # inside the run: clearing a run clears its lock
         if done.exists():  # another process finished it while we waited for the lock
             return read_result(run_dir)
         with cpu_threads(cfg):  # the run's own thread count, whoever calls: a worker, the CLI, a notebook
-            return _train_and_evaluate(run_dir, config, build, profile, cfg, root)
+            return _train_and_evaluate(spec)
 
 
-def _run_distributed(run_dir: Path, config: dict, build, profile: Profile, cfg, root: Path, rank: int) -> dict:
+def _run_distributed(spec: "RunSpec", rank: int) -> dict:
     """One run under torchrun: rank 0 holds the run's lock and decides whether it must train; every
     rank then trains (DistributedDataParallel) and evaluates its shard; rank 0 writes the run and
     hands its result to every rank."""
+    run_dir = spec.folder
     done = run_dir / "eval.json"
     with contextlib.ExitStack() as stack:
         if rank == 0:
@@ -74,20 +76,21 @@ def _run_distributed(run_dir: Path, config: dict, build, profile: Profile, cfg, 
         if finished[1] is not None:
             raise BrokenRun(finished[1])
         if not finished[0]:
-            result = _train_and_evaluate(run_dir, config, build, profile, cfg, root)
+            result = _train_and_evaluate(spec)
         shared = [result]
         torch.distributed.broadcast_object_list(shared)  # from rank 0: no shared filesystem needed
     return shared[0]
 
 
-def _train_and_evaluate(run_dir: Path, config: dict, build, profile: Profile, cfg, root: Path) -> dict:
+def _train_and_evaluate(spec: "RunSpec") -> dict:
+    run_dir, config, profile, cfg, root = spec.folder, spec.config, spec.profile, spec.train, spec.data
     done = run_dir / "eval.json"
     t_setup = time.perf_counter()
     try:  # everything that can fail on a bad setting or bad data, before anything is written
         train_ds = load_split(profile, root, "train", train_transforms(), skip_ignored=True)
         eval_sets = {role: load_split(profile, root, role, eval_transforms()) for role in evaluation_splits(profile)}
         torch.manual_seed(cfg.seed)  # model initialisation
-        trainable, detector = build(train_ds.num_classes)
+        trainable, detector = _build(spec, train_ds.num_classes)
     except BaseException:
         if not (run_dir / CHECKPOINT).exists():  # leave no unfinished run behind that never started
             shutil.rmtree(run_dir, ignore_errors=True)
@@ -214,35 +217,47 @@ def run_spec(kind: str, backbone: str, profile: Profile, seed: int = 0, runs_dir
 
 
 def execute(spec: RunSpec) -> dict:
-    """Train (or fetch) the run ``spec`` resolves to and evaluate it; returns its ``eval.json``. What
-    can be refused is refused first (real data's layout, a pair that cannot be distilled); its
-    warm-start source and its teacher come next (trained, or waited for, when missing); a distilled
-    run also returns its method and teacher."""
-    if isinstance(spec.profile.data, RealData):
-        spec.profile.data.check(spec.data)  # real data: its layout, named, before anything trains
-    if spec.what == "distilled":  # a pair it cannot distil fails now, before its teacher trains
-        check_distillable(spec.kind, spec.teacher.backbone, spec.backbone, spec.profile.detector, spec.distill)
-    if isinstance(spec.init, RunSpec):
-        execute(spec.init)
-    init = None if spec.init is None else finished_run(
-        spec.init.folder if isinstance(spec.init, RunSpec) else spec.init, spec.runs_dir)
-    if spec.teacher is not None:
-        execute(spec.teacher)
+    """Train (or fetch) the run ``spec`` resolves to and evaluate it; returns its ``eval.json``. Every
+    run it needs -- its warm-start source, its teacher, theirs -- comes first (trained, or waited for,
+    when missing), but what can be refused is refused before any of them trains: real data's layout,
+    a pair that cannot be distilled. A distilled run also returns its method and teacher."""
+    order = _needed(spec) + [spec]
+    for run in order:
+        if isinstance(run.profile.data, RealData):
+            run.profile.data.check(run.data)  # real data: its layout, named, before anything trains
+        if run.what == "distilled":  # a pair it cannot distil fails now, before its teacher trains
+            check_distillable(run.kind, run.teacher.backbone, run.backbone, run.profile.detector, run.distill)
+    return [_execute_one(run) for run in order][-1]
+
+
+def _needed(spec: RunSpec) -> list[RunSpec]:
+    """The runs ``spec`` needs, each before the runs that need it (its warm start's first), once each."""
+    out = []
+    for first in (spec.init, spec.teacher):
+        if isinstance(first, RunSpec):
+            out += [run for run in _needed(first) + [first] if run.folder not in {r.folder for r in out}]
+    return out
+
+
+def _execute_one(spec: RunSpec) -> dict:
+    """One run, its own needs finished: a distilled run holds its teacher's run lock (shared) while it
+    reads the teacher, so ``runs clear`` cannot take the teacher away mid-run."""
     if spec.teacher is None:
-        return _run(spec, lambda num_classes: _build(spec, init, num_classes))
+        return _run(spec)
     teacher_dir = spec.teacher.folder
-    with shared_lock(teacher_dir / ".lock"):  # `runs clear` waits for us: it cannot take the teacher away mid-run
+    with shared_lock(teacher_dir / ".lock"):
         if not (teacher_dir / "eval.json").exists():
             raise RuntimeError(f"the teacher run {teacher_dir} was cleared just as this run started; run it again "
                                "(the teacher is trained again first)")
-        result = _run(spec, lambda num_classes: _build(spec, init, num_classes))
+        result = _run(spec)
     return result | {"method": spec.distill.method, "teacher_run": teacher_dir.name}
 
 
-def _build(spec: RunSpec, init: Path | None, num_classes: int) -> tuple[torch.nn.Module, torch.nn.Module]:
+def _build(spec: RunSpec, num_classes: int) -> tuple[torch.nn.Module, torch.nn.Module]:
     """``(trainable, detector)`` for ``spec``: an imported detector from its checkpoint; a detector
     alone; or a :class:`Distiller` of the trained teacher and the student (the teacher built first:
-    model construction draws from the seeded generator, so the order is part of the weights)."""
+    model construction draws from the seeded generator, so the order is part of the weights). A warm
+    start loads its finished source run's weights into the student."""
     if spec.what == "imported":
         model = build_detector(spec.kind, spec.backbone, num_classes, **spec.detector, checkpoint=spec.checkpoint)
         return model, model
@@ -250,8 +265,8 @@ def _build(spec: RunSpec, init: Path | None, num_classes: int) -> tuple[torch.nn
         spec.kind, spec.teacher.backbone, num_classes, **spec.profile.detector,
         checkpoint=spec.teacher.folder / CHECKPOINT)
     student = build_detector(spec.kind, spec.backbone, num_classes, **spec.detector)
-    if init is not None:
-        warm_start(student, init)
+    if spec.init is not None:
+        warm_start(student, spec.init.folder if isinstance(spec.init, RunSpec) else spec.init, spec.runs_dir)
     if teacher is None:
         return student, student
     cache = None

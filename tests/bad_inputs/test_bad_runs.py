@@ -159,12 +159,13 @@ def test_a_pair_that_cannot_be_distilled_fails_before_the_teacher_trains(tmp_pat
 def test_a_run_that_fails_before_training_leaves_no_folder(tmp_path, monkeypatch):
     profile = get_profile("smoke")
 
-    def build(num_classes):
+    def build(spec, num_classes):
         raise RuntimeError("bad detector option")
 
+    monkeypatch.setattr(runs, "_build", build)
     spec = runs.run_spec("retinanet", profile.student_backbone, profile, 0, tmp_path / "runs", data_dir=tmp_path / "data")
     with pytest.raises(RuntimeError, match="bad detector option"):
-        runs._run(spec, build)
+        runs.execute(spec)
     assert not list((tmp_path / "runs").iterdir())
 
 
