@@ -12,6 +12,7 @@ TABLE1_VOC_SMALL_MODELS = {
 
 # Table 2: COCO AP vs patch size (RetinaNet; the main paper's default patch size is 7).
 TABLE2_PATCH_SIZE = {7: 40.0, 9: 39.8, 11: 39.7, 20: 39.4, 30: 39.3}
+P3_SIDE = 100  # cells on the short side of the paper's 800-px P3 (stride 8): its patches as a share of P3
 
 # Table 3: DeFeat vs GLAMD on COCO.
 TABLE3_DEFEAT = {

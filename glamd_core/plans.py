@@ -41,6 +41,13 @@ def glamd_setting(profile: str, kind: str = "retinanet"):
 CLAIM_PATCH = 7  # Table 2's claim: the paper's smallest patch against the global mask
 
 
+def setting_record(config) -> dict:
+    """A distillation setting as a results manifest records it (the temperature as it resolves)."""
+    resolved = config.resolved(two_stage=False)
+    return {"loss_form": resolved.loss_form, "alpha": resolved.alpha, "beta": resolved.beta, "gamma": resolved.gamma,
+            "temperature": resolved.temperature, "patch_size": resolved.patch_size}
+
+
 def claim_seeds_of(profile: str, seeds, claim_seeds=None) -> list[int]:
     """The seeds of the rows a verdict claim pairs: ``claim_seeds`` when given, else the profile's
     (``Profile.verdict_seeds``), never fewer than ``seeds`` (every row of a table has its seeds)."""

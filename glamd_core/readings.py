@@ -13,7 +13,7 @@ import math
 import pandas as pd
 
 from . import claims as C
-from .stats import ci_text
+from .stats import ci_text, effect_text, paired_differences, sweep_sensitivity
 
 
 def claim_line(r) -> str:
@@ -124,6 +124,40 @@ def gap_lines(judged: pd.DataFrame, gaps: pd.DataFrame) -> list[str]:
 
 
 SWEEP_BANDS = {"x0.5-2": (0.5, 2.0), "x0.25-4": (0.25, 4.0), "every point": (0.0, float("inf"))}
+
+
+def patch_size_lines(paired: pd.DataFrame, stats: pd.DataFrame, glamd: pd.DataFrame, sizes: list[int], default: int,
+                     p3: int) -> list[str]:
+    """Table 2's descriptive lines (no verdict): the smallest and the default patch against the global
+    mask, each seed's best patch, the baselines' means, and where our patches sit on the P3 side.
+    ``paired`` and ``stats`` are indexed by row; ``glamd``: the GLAMD runs of the sweep's seeds."""
+    from . import paper
+
+    def effect(row):
+        return effect_text(*paired.loc[row, ["mean", "std", "n", "agree"]])
+
+    best = glamd.loc[glamd.groupby("seed").AP.idxmax(), ["seed", "patch_size"]]
+    return [
+        f"- Descriptive (no verdict): smallest patch ({sizes[0]}) - global mask {effect(f'patch {sizes[0]}')}; "
+        f"default patch {default} - global mask {effect(f'patch {default}')}; best patch per seed: "
+        + ", ".join(f"seed {int(r.seed)}: {int(r.patch_size)}" for r in best.itertuples())
+        + f"; student alone {stats.loc['student', 'mean']:.2f}, global mask {stats.loc['global mask', 'mean']:.2f} AP.",
+        f"- Scale: P3 is {p3} cells here, so patch {sizes[-1]} is {sizes[-1] / p3:.2f} of the P3 side (the paper's 30 is "
+        f"about {30 / paper.P3_SIDE:.2f}); from {p3} cells on every level is one patch and GLAM equals the global mask.",
+    ]
+
+
+def sweep_reading(frame: pd.DataFrame, paired: pd.DataFrame, judged: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """Fig. 1's reading: the descriptive table per parameter (:func:`sweep_summary`, against one seed-std
+    of the default) and the conclusion: the family's verdicts, then the descriptive lines."""
+    default = frame[frame.row == "default"]
+    spread = float(default.AP.std()) if len(default) > 1 else float("nan")  # NaN: one default seed, no spread
+    points = paired.join(frame.drop_duplicates("row").set_index("row")[["parameter", "multiplier"]]).reset_index()
+    swept = points[~points.parameter.isin(["default", "student"])]
+    summary = sweep_summary(sweep_sensitivity(swept, spread, SWEEP_BANDS)
+                            .set_index("parameter"), spread)
+    gain = paired_differences(frame[frame.row.isin(["default", "student"])], "student").iloc[0]["mean"]
+    return summary, family_lines(judged) + sweep_lines(summary, points, spread, gain)
 
 
 def sweep_summary(sensitivity: pd.DataFrame, spread: float) -> pd.DataFrame:

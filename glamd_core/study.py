@@ -49,6 +49,17 @@ def train(rows, labels=(), workers=None, data_root=None, split: str = "test") ->
     return Trained(frame, results, new, started)
 
 
+def combine(main: Trained, **parts: Trained) -> Trained:
+    """One :class:`Trained` of a notebook's several steps (``main`` first, then each part, its name in
+    the column ``part``): the runs as one frame (a run listed twice in one part counts once), their
+    results, how many were trained now; timed from ``main``'s start."""
+    frames = [main.frame] + [t.frame.assign(part=name) for name, t in parts.items()]
+    frame = pd.concat(frames)
+    frame = frame.drop_duplicates(["run", "part"] if "part" in frame else ["run"])
+    return Trained(frame, main.results + [r for t in parts.values() for r in t.results],
+                   main.trained_now + sum(t.trained_now for t in parts.values()), main.started)
+
+
 def judge(family: str, profile: str, **tables: pd.DataFrame) -> pd.DataFrame:
     """The family's claims (:func:`glamd_core.claims.judge`) on this notebook's tables."""
     return C.judge(family, tables, get_profile(profile))

@@ -11,7 +11,7 @@ import pandas as pd
 
 from . import paper, plans
 from .experiments import summarize
-from .stats import effect_text, paired_differences
+from .stats import ci_text, confirmed_shares, effect_text, gap_shares, paired_differences, per_seed_trend
 
 CHECK = {True: "✓", False: "✗"}
 ALL_NO_GLAM, STUDENT = "none (uniform): feat+cls+loc", "GLAM: no term (student)"  # Table 4's two baselines
@@ -93,6 +93,17 @@ def patch_size(frame: pd.DataFrame, sides: dict, image_size: int) -> tuple[pd.Da
     return pd.DataFrame(rows), paired
 
 
+def patch_size_trend(frame: pd.DataFrame, seeds, p3: int) -> pd.DataFrame:
+    """Table 2's trend per seed over the sweep's ``seeds``: the slope of AP per cell and the rank
+    correlation with the global mask counted as a patch of the P3 side (the claim reads ``slope``),
+    and the slope over the trained sizes alone."""
+    sweep = frame[frame.seed.isin(seeds)]  # patch 7 has more seeds (the claim's): the trend reads the sweep's
+    trend = per_seed_trend(sweep.assign(size=sweep.patch_size.fillna(p3))[sweep.method != "none"], x="size")
+    trained = per_seed_trend(sweep[sweep.method == "glamd"], x="patch_size")
+    trend = trend.merge(trained[["seed", "slope"]].rename(columns={"slope": "slope over trained sizes"}), on="seed")
+    return trend.rename(columns={"rank_correlation": "rank correlation (incl. global = patch of P3 side)"})
+
+
 def label_sweep(frame: pd.DataFrame, points) -> pd.DataFrame:
     """Fig. 1's columns for each point of :func:`plans.hyperparameter_experiments` (``(parameter,
     multiplier, experiment)``): the swept value and the row name (``"beta x2"``, ``"default"``,
@@ -163,3 +174,29 @@ def calibration_test(test: pd.DataFrame, chosen: pd.DataFrame) -> pd.DataFrame:
     table["paper Table 3 AP (COCO, reference)"] = [paper.TABLE3_DEFEAT.get((k, m)) for k, m in zip(table.kind, table.method)]
     order = list(CALIBRATION_ORDER)
     return table.sort_values(["kind", "method"], key=lambda s: s.map(order.index) if s.name == "method" else s)
+
+
+def table3_gaps(judged: pd.DataFrame) -> pd.DataFrame:
+    """Table 3's judged claims with their detector and effect text (GLAMD - DeFeat, 95 % CI, n)."""
+    return judged.assign(kind=[k.split(", ")[-1] for k in judged.claim],
+                         effect=[ci_text(m, lo, hi, n) for m, lo, hi, n in
+                                 zip(judged["mean"], judged.ci_low, judged.ci_high, judged.n)])
+
+
+def screen_moves(screened: pd.DataFrame, seed: int) -> pd.DataFrame:
+    """04's screen at ``seed``: each variant's AP change against its own method, and that change as a
+    share of the GLAMD - DeFeat gap (DeFeat leads at the calibration: its variants close the gap by
+    losing AP, GLAMD's by gaining)."""
+    return gap_shares(screened, seed, leader=("defeat", "DeFeat (chosen)"), trailer=("glamd", "GLAMD (chosen)"))
+
+
+def screen_follow_up(screened: pd.DataFrame, confirmed: pd.DataFrame, screen_seed: int, confirm_seed: int,
+                     top: list[str]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """The screened variants ``top`` at both seeds: every move (both seeds), the top variants' changes
+    and shares side by side, and their two-seed reading (:func:`stats.confirmed_shares`: a screen's
+    follow-up, not a verdict)."""
+    both = (pd.concat([screen_moves(screened, screen_seed), screen_moves(confirmed, confirm_seed)])
+            if confirm_seed != screen_seed else screen_moves(screened, screen_seed))
+    table = both[both.variant.isin(top)].pivot_table(index="variant", columns="seed", values=["change", "gap share"])
+    table.columns = [f"{value}, seed {seed}" for value, seed in table.columns]
+    return both, table, confirmed_shares(both, top)

@@ -56,3 +56,85 @@ def test_table3_cells_and_references():
     assert table.index.tolist() == list(tables.TABLE3_ROWS)
     assert table.loc["teacher", "retinanet"] == "0.00 (n=1)" and table.loc["GLAMD", "retinanet"].endswith("(n=2)")
     assert table.loc["GLAMD", "retinanet: paper (COCO, reference)"] == 40.0
+
+
+def _patch_runs():
+    """Two seeds of Table 2's rows, AP falling by 1 per cell of patch size from 16 at patch 2."""
+    experiments = plans.patch_size_experiments("smoke", [0, 1], sizes=[2, 4], claim_seeds=[0, 1])
+    ap = {"none": 10.0, "global": 8.0}
+    frame = pd.DataFrame({"seed": [e.seed for e in experiments], "kind": "retinanet",
+                          "method": [e.method for e in experiments],
+                          "AP": [ap.get(e.method, 18.0 - e.distill.patch_size if e.distill else 0.0) for e in experiments]})
+    return tables.label_patch_size(frame, experiments)
+
+
+def test_table2_trend_counts_the_global_mask_as_a_patch_of_the_p3_side():
+    frame = _patch_runs()
+    trend = tables.patch_size_trend(frame, [0, 1], p3=8)
+    assert trend.seed.tolist() == [0, 1]
+    assert trend["slope over trained sizes"].tolist() == pytest.approx([-1.0, -1.0])  # 16 at 2, 14 at 4
+    # with the global mask at x = 8 (AP 8): least squares over (2, 16), (4, 14), (8, 8)
+    slope = np.polyfit([2, 4, 8], [16, 14, 8], 1)[0]
+    assert trend.slope.tolist() == pytest.approx([slope, slope])
+    assert (trend["rank correlation (incl. global = patch of P3 side)"] == -1).all()
+
+
+def test_table2_descriptive_lines_name_each_seeds_best_patch():
+    from glamd_core import readings
+    frame = _patch_runs()
+    table, paired = tables.patch_size(frame, {"P3": (8, 8), "P4": (4, 4)}, 64)
+    stats = pd.DataFrame({"mean": {"student": 10.0, "global mask": 8.0}})
+    glamd = frame[frame.method == "glamd"]
+    lines = readings.patch_size_lines(paired.set_index("row"), stats, glamd, [2, 4], 4, p3=8)
+    assert "smallest patch (2) - global mask +8.00 ± 0.00 AP" in lines[0]
+    assert "default patch 4 - global mask +6.00 ± 0.00 AP" in lines[0]
+    assert "seed 0: 2, seed 1: 2" in lines[0] and "student alone 10.00, global mask 8.00 AP" in lines[0]
+    assert "patch 4 is 0.50 of the P3 side" in lines[1]
+
+
+def test_defeat_screen_follow_up_reads_both_seeds():
+    def screen(seed, defeat, glamd, variant_ap):
+        return pd.DataFrame({"seed": seed, "variant": ["DeFeat (chosen)", "GLAMD (chosen)", "v"],
+                             "side": ["defeat", "glamd", "glamd"], "AP": [defeat, glamd, variant_ap]})
+    first, second = screen(0, 12.0, 10.0, 11.0), screen(1, 13.0, 11.0, 12.0)
+    moves = tables.screen_moves(first, 0).set_index("variant")
+    assert moves.loc["v", "change"] == pytest.approx(1.0) and moves.loc["v", "gap share"] == pytest.approx(0.5)
+    both, table, read = tables.screen_follow_up(first, second, 0, 1, ["v"])
+    assert set(both.seed) == {0, 1}
+    assert table.loc["v", "gap share, seed 0"] == pytest.approx(0.5) == table.loc["v", "gap share, seed 1"]
+    assert len(read) == 1
+
+
+def test_setting_record_resolves_the_temperature():
+    from glamd_core.distill import DistillConfig
+    record = plans.setting_record(DistillConfig("glamd", alpha=2.0))
+    assert record["alpha"] == 2.0 and record["temperature"] == DistillConfig("glamd").resolved(two_stage=False).temperature
+    assert set(record) == {"loss_form", "alpha", "beta", "gamma", "temperature", "patch_size"}
+
+
+def test_combine_keeps_each_parts_runs_once_and_sums_what_was_trained():
+    from glamd_core import study
+    main = study.Trained(pd.DataFrame({"run": ["a", "b"], "part": "table 3", "train_minutes": 1.0}), [{"r": "a"}, {"r": "b"}], 1, 5.0)
+    screen = study.Trained(pd.DataFrame({"run": ["a", "c", "c"], "train_minutes": 1.0}), [{"r": "a"}, {"r": "c"}], 2)
+    both = study.combine(main, screen=screen)
+    assert both.frame[["run", "part"]].values.tolist() == [["a", "table 3"], ["b", "table 3"], ["a", "screen"], ["c", "screen"]]
+    assert both.trained_now == 3 and both.started == 5.0 and len(both.results) == 4
+
+
+def test_fig1_reading_measures_each_point_against_one_default_seed_std():
+    from glamd_core import claims, readings
+    points = plans.hyperparameter_experiments("smoke", [0, 1], weight_multipliers=[1.0, 2.0], temperature_multipliers=[2.0],
+                                              claim_seeds=[0, 1])
+    base = {"default": 20.0, "student": 15.0}
+    frame = pd.DataFrame({"seed": [e.seed for *_, e in points], "kind": "retinanet",
+                          "parameter": [p for p, *_ in points], "multiplier": [m for _, m, _ in points],
+                          "AP": [base.get(p, 20.0 - (m == 2.0) * 3.0) + e.seed for p, m, e in points]})
+    labelled = tables.label_sweep(frame, points)
+    table, paired = tables.sweep(labelled)
+    judged = claims.judge("Fig. 1", {"runs": labelled})
+    summary, conclusion = readings.sweep_reading(labelled, paired, judged)
+    assert set(summary.parameter) == set(plans.SWEPT)
+    # every x2 point loses 3 AP at each seed; the default's seed-std is std(20, 21) = 0.71: the default only
+    assert (summary["no worse than one default seed-std"] == "the default only").all()
+    assert conclusion[:len(readings.family_lines(judged))] == readings.family_lines(judged)
+    assert "its gain over the student +5.00 AP" in "\n".join(conclusion)
