@@ -183,6 +183,28 @@ def coverage_summary(coverage: pd.DataFrame) -> pd.DataFrame:
     return out.sort_values(["level", "mask"]).reset_index(drop=True)
 
 
+def teachers_mask_coverage(teachers: list[Experiment], n_images: int, sample_seed: int = 0, patch_sizes=(7, 2),
+                           data_root=None) -> pd.DataFrame:
+    """09's first reading: :func:`coverage_summary` of each teacher's masks on ``n_images`` test images
+    (at most the split's; drawn with ``sample_seed``), at the temperature its kind distils with. One
+    row per (kind, level ``P3``..., mask), with the images drawn and how many of them had no box."""
+    from .profiles import get_profile
+
+    out = []
+    for exp in teachers:
+        teacher = load_run(exp, data_root=data_root)
+        test = teacher.dataset("test")
+        distill = get_profile(exp.profile).distill_for(exp.kind, "glamd")
+        temperature = distill.resolved(two_stage=exp.kind != "retinanet").temperature
+        indices = sample_indices(len(test), min(n_images, len(test)), sample_seed)
+        per_image = teacher_mask_coverage(teacher, indices, patch_sizes=patch_sizes, temperature=temperature)
+        out.append(coverage_summary(per_image).assign(kind=exp.kind, temperature=temperature, images=len(indices),
+                                                      without_boxes=per_image.attrs["without_boxes"]))
+    out = pd.concat(out, ignore_index=True)
+    out["level"] = out["level"].map(lambda i: f"P{i + 3}")
+    return out
+
+
 def sample_indices(n_total: int, n: int, seed: int = 0) -> list[int]:
     """``n`` distinct indices out of ``n_total``, drawn with ``seed``."""
     if not 0 < n <= n_total:
@@ -273,6 +295,37 @@ def fpn_map_sides(profile: str, kind: str = "retinanet") -> dict[str, tuple[int,
     maps = fpn_features(model, torch.zeros(3, side, side))
     first = round(math.log2(side / maps[0].shape[-2]))  # P<k> has stride 2^k; the rest follow one by one
     return {f"P{first + i}": tuple(m.shape[-2:]) for i, m in enumerate(maps)}
+
+
+@dataclass
+class DistanceScreen:
+    """07's one-seed screen: the runs loaded, the test images drawn, the maps and the distances."""
+
+    teacher: TrainedRun
+    students: dict
+    indices: list[int]
+    images: list
+    patch_size: int
+    maps: dict
+    distances: pd.DataFrame
+
+
+STUDENT_NAMES = {"none": "student alone", "global": "global mask", "glamd": "GLAMD"}
+
+
+def distance_screen(experiments: list[Experiment], n_images: int, sample_seed: int = 0, patch_size: int | None = None,
+                    data_root=None) -> DistanceScreen:
+    """:func:`feature_distances` of :func:`plans.feature_distance_experiments`' runs (the teacher, then its
+    students by method, named by :data:`STUDENT_NAMES`) on ``n_images`` test images drawn with
+    ``sample_seed``, at ``patch_size`` (None: the GLAMD student's patch)."""
+    teacher, *students = [load_run(e, data_root=data_root) for e in experiments]
+    students = {STUDENT_NAMES[s.experiment.method]: s for s in students}
+    patch_size = patch_size or students["GLAMD"].experiment.distill_config().patch_size
+    test = teacher.dataset("test")
+    indices = sample_indices(len(test), min(n_images, len(test)), sample_seed)
+    images = [test[i][0] for i in indices]
+    maps, distances = feature_distances(teacher, students, images, patch_size)
+    return DistanceScreen(teacher, students, indices, images, patch_size, maps, distances)
 
 
 def distances_by_seed(teacher: TrainedRun, pairs: dict, images: list[torch.Tensor], patch_size: int,

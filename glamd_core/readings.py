@@ -238,6 +238,23 @@ def table3_verdicts(profile: str) -> dict | None:
     return {claim.split(", ")[-1]: verdict for claim, verdict in zip(t.claim, t.verdict)}
 
 
+def coverage_lines(coverage: pd.DataFrame, kinds) -> list[str]:
+    """09's descriptive lines on the teachers' masks (:func:`analysis.teachers_mask_coverage`) at the
+    finest level: each mask's share of weight on box cells against the boxes' share of the area."""
+    cov = coverage.set_index(["kind", "level", "mask"])
+    finest = coverage.level.iloc[0]
+
+    def at(kind, mask, column="inside"):
+        return cov.loc[(kind, finest, mask), column]
+
+    return [f"- Masks on box cells at {finest} (test split; share of weight inside / boxes' share of area): "
+            + "; ".join(f"{kind}: global {at(kind, 'global'):.2f}, GLAM p7 {at(kind, 'GLAM, patch 7'):.2f}, GLAM p2 "
+                        f"{at(kind, 'GLAM, patch 2'):.2f} / area {at(kind, 'uniform'):.2f} (global mask's heaviest cell "
+                        f"{at(kind, 'global', 'peak'):.2f} of its weight)" for kind in kinds) + ".",
+            f"- Images without a box are left out of the coverage for every mask: {int(coverage.without_boxes.max())} "
+            f"of {int(coverage.images.max())}."]
+
+
 def mask_spread_lines(summary: pd.DataFrame, kind: str, images: int, one_patch: list[int], patch: int) -> list[str]:
     """Fig. 5's descriptive reading (it states no effect paired runs could test: no verdict): at how many
     stages the local mask is the less concentrated, and where GLAM is the global mask by construction."""

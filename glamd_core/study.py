@@ -76,4 +76,4 @@ def save(name: str, profile: str, seeds, trained: Trained, tables: dict, judged:
     return write_results(name, get_profile(profile), seeds, time.perf_counter() - trained.started, tables=tables,
                          figures=figures, notebook=f"{name}.ipynb", conclusion=text, split="test",
                          runs=trained.results, runs_trained_now=int(trained.trained_now),
-                         train_minutes_of_runs=round(float(trained.frame.train_minutes.sum()), 1), **extra)
+                         train_minutes_of_runs=round(float(trained.frame.drop_duplicates("run").train_minutes.sum()), 1), **extra)

@@ -191,3 +191,17 @@ def test_the_forest_plot_draws_one_row_per_line_of_the_table():
     fig = viz.forest_plot(head)
     labels = [t.get_text() for ax in fig.axes for t in ax.get_yticklabels()]
     assert len(labels) == len(head) and labels[0].startswith("Table 3: GLAMD > DeFeat, faster_rcnn [held]")
+
+
+def test_09s_coverage_lines_read_the_finest_level_of_each_teacher():
+    from glamd_core import readings
+    masks = ["global", "GLAM, patch 7", "GLAM, patch 2", "DeFeat boxes", "uniform"]
+    rows = [{"kind": kind, "level": level, "mask": m, "inside": inside + (level == "P4") * 0.05, "peak": 0.01 * (i + 1),
+             "images": 10, "without_boxes": 2}
+            for kind in ("faster_rcnn", "retinanet") for level in ("P3", "P4")
+            for i, (m, inside) in enumerate(zip(masks, (0.6, 0.5, 0.4, 1.0, 0.2)))]
+    lines = readings.coverage_lines(pd.DataFrame(rows), ["faster_rcnn", "retinanet"])
+    assert lines[0].startswith("- Masks on box cells at P3")
+    assert "faster_rcnn: global 0.60, GLAM p7 0.50, GLAM p2 0.40 / area 0.20 (global mask's heaviest cell 0.01" in lines[0]
+    assert "retinanet: global 0.60" in lines[0]
+    assert lines[1].endswith("2 of 10.")
