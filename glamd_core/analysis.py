@@ -205,6 +205,25 @@ def teachers_mask_coverage(teachers: list[Experiment], n_images: int, sample_see
     return out
 
 
+def mask_samples(teacher: TrainedRun, n_images: int, sample_seed: int, patch_size: int, temperature: float,
+                 photo: bool = True) -> tuple[list[int], list[tuple[str, torch.Tensor]], list]:
+    """08's images and the teacher's masks on them: ``n_images`` test images (at most the split's, drawn
+    with ``sample_seed``) and, with ``photo``, matplotlib's sample photograph (an image unlike the
+    synthetic ones); returns the test indices, ``(name, image)`` pairs and :func:`stage_masks` of each."""
+    test = teacher.dataset("test")
+    indices = sample_indices(len(test), min(n_images, len(test)), sample_seed)
+    samples = [(f"test image {i}", test[i][0].as_subclass(torch.Tensor)) for i in indices]
+    if photo:
+        import matplotlib.cbook
+        from PIL import Image
+        from torchvision.transforms.v2 import functional as TF
+
+        path = matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)
+        samples.append(("grace_hopper.jpg", TF.to_dtype(TF.pil_to_tensor(Image.open(path).convert("RGB")), torch.float32,
+                                                        scale=True)))
+    return indices, samples, [stage_masks(teacher.model, image, patch_size, temperature) for _, image in samples]
+
+
 def sample_indices(n_total: int, n: int, seed: int = 0) -> list[int]:
     """``n`` distinct indices out of ``n_total``, drawn with ``seed``."""
     if not 0 < n <= n_total:

@@ -41,9 +41,11 @@ def glamd_setting(profile: str, kind: str = "retinanet"):
 CLAIM_PATCH = 7  # Table 2's claim: the paper's smallest patch against the global mask
 
 
-def setting_record(config) -> dict:
-    """A distillation setting as a results manifest records it (the temperature as it resolves)."""
-    resolved = config.resolved(two_stage=False)
+def setting_record(config, kind: str = "retinanet") -> dict:
+    """A distillation setting as a results manifest records it (the temperature as it resolves for ``kind``)."""
+    from .detectors import TWO_STAGE_KINDS
+
+    resolved = config.resolved(two_stage=kind in TWO_STAGE_KINDS)
     return {"loss_form": resolved.loss_form, "alpha": resolved.alpha, "beta": resolved.beta, "gamma": resolved.gamma,
             "temperature": resolved.temperature, "patch_size": resolved.patch_size}
 

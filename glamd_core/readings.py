@@ -160,6 +160,38 @@ def sweep_reading(frame: pd.DataFrame, paired: pd.DataFrame, judged: pd.DataFram
     return summary, family_lines(judged) + sweep_lines(summary, points, spread, gain)
 
 
+def small_models_lines(table: pd.DataFrame, teacher_seed: int) -> list[str]:
+    """Table 1's descriptive line per detector (:func:`tables.small_models`): the means of its rows; the
+    teacher is one run (``teacher_seed``), descriptive only."""
+    return [f"- {kind}: teacher {m['teacher']:.2f} (seed {teacher_seed}, one teacher: descriptive), GLAMD student "
+            f"{m['GLAMD student']:.2f}, student {m['student']:.2f} AP (means over seeds)."
+            for kind, m in ((k, g.set_index("role")["AP mean"]) for k, g in table.groupby("kind", sort=False))]
+
+
+def ablation_lines(frame: pd.DataFrame, vs_student: pd.DataFrame, single_terms_without_glam: bool) -> list[str]:
+    """Table 4's descriptive lines (95 % CIs, no verdict): GLAM against the global mask with every term
+    on, each term alone against the student, and -- when those runs were trained -- GLAM against no mask
+    for each term alone. ``frame``: :func:`tables.label_ablation`'s rows; ``vs_student`` by row (its
+    single-term GLAM rows, ``GLAM: feat`` ..., name the terms)."""
+    terms = [r.removeprefix("GLAM: ") for r in vs_student.index if r.startswith("GLAM: ") and "+" not in r]
+
+    def ci_of(row):
+        return ci_text(row["mean"], row["ci_low"], row["ci_high"], row["n"])
+
+    def paired(row, baseline):
+        return paired_differences(frame[frame.row.isin([row, baseline])], baseline).set_index("row").loc[row]
+
+    lines = [f"- Beyond the paper (no verdict, 95 % CI): GLAM - the global mask, all terms on: "
+             f"{ci_of(paired('GLAM: feat+cls+loc', 'global: feat+cls+loc'))}.",
+             "- Each term alone against the student (no verdict, 95 % CI): "
+             + "; ".join(f"{n} {ci_of(vs_student.loc[f'GLAM: {n}'])}" for n in terms)
+             + f"; all three {ci_of(vs_student.loc['GLAM: feat+cls+loc'])}."]
+    if single_terms_without_glam:
+        lines.append("- GLAM - no mask, each term alone (no verdict, 95 % CI): " + "; ".join(
+            f"{n} {ci_of(paired(f'GLAM: {n}', f'none (uniform): {n}'))}" for n in terms) + ".")
+    return lines
+
+
 def sweep_summary(sensitivity: pd.DataFrame, spread: float) -> pd.DataFrame:
     """Fig. 1's descriptive table per parameter (:func:`stats.sweep_sensitivity` indexed by parameter):
     the worst point per band, the range no worse than one default seed-std, points better by more."""

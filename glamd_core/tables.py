@@ -57,6 +57,28 @@ def ablation(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFr
     return table, vs_student, vs_no_glam
 
 
+TABLE1_ROLES = {"none": "student", "glamd": "GLAMD student", "teacher": "teacher"}  # in Table 1's order
+
+
+def label_small_models(frame: pd.DataFrame) -> pd.DataFrame:
+    """Table 1's role of each run (student, GLAMD student, teacher), sorted by kind and role."""
+    roles = list(TABLE1_ROLES.values())
+    return frame.assign(role=frame.method.map(TABLE1_ROLES)).sort_values(
+        ["kind", "role"], key=lambda s: s.map(roles.index) if s.name == "role" else s)
+
+
+def small_models(frame: pd.DataFrame) -> pd.DataFrame:
+    """Table 1 from :func:`label_small_models`' frame: AP and VOC07 mAP50 (mean, std over seeds) per kind
+    and role, beside the paper's VOC AP (a reference value)."""
+    table = summarize(frame, by=("kind", "role"), metric="AP").rename(columns={"mean": "AP mean", "std": "AP std"})
+    voc = summarize(frame, by=("kind", "role"), metric="VOC07_mAP50")
+    table["VOC07 mAP50 mean"] = voc["mean"].values
+    table["VOC07 mAP50 std"] = voc["std"].values
+    method = {role: m for m, role in TABLE1_ROLES.items()}
+    table["paper AP (VOC, reference)"] = [paper.TABLE1_VOC_SMALL_MODELS[(k, method[r])] for k, r in zip(table.kind, table.role)]
+    return table
+
+
 def label_patch_size(frame: pd.DataFrame, experiments) -> pd.DataFrame:
     """Table 2's columns for each run of :func:`plans.patch_size_experiments`: its patch size (NaN
     for the student and the global mask) and its row name (``"patch 7"``, ``"global mask"``, ``"student"``)."""

@@ -138,3 +138,37 @@ def test_fig1_reading_measures_each_point_against_one_default_seed_std():
     assert (summary["no worse than one default seed-std"] == "the default only").all()
     assert conclusion[:len(readings.family_lines(judged))] == readings.family_lines(judged)
     assert "its gain over the student +5.00 AP" in "\n".join(conclusion)
+
+
+def test_table4_descriptive_lines_pair_each_row_with_its_baseline():
+    from glamd_core import readings
+    experiments = plans.ablation_experiments("smoke", [0, 1], single_terms_without_glam=True, claim_seeds=[0, 1])
+    frame = pd.DataFrame({"seed": [e.seed for e in experiments], "kind": "retinanet", "method": [e.method for e in experiments],
+                          "AP": [float(i % 7) + e.seed for i, e in enumerate(experiments)]})
+    labelled = tables.label_ablation(frame, experiments)
+    table, vs_student, vs_no_glam = tables.ablation(labelled)
+    lines = readings.ablation_lines(labelled, vs_student, True)
+    ap = labelled.set_index(["row", "seed"]).AP
+    glam_vs_global = ap["GLAM: feat+cls+loc"] - ap["global: feat+cls+loc"]
+    assert lines[0].startswith(f"- Beyond the paper (no verdict, 95 % CI): GLAM - the global mask, all terms on: "
+                               f"{glam_vs_global.mean():+.2f}")
+    assert "feat " in lines[1] and "cls " in lines[1] and "loc " in lines[1] and "all three" in lines[1]
+    assert len(lines) == 3 and lines[2].startswith("- GLAM - no mask, each term alone")
+    assert len(readings.ablation_lines(labelled, vs_student, False)) == 2
+
+
+def test_table1_rows_and_lines_per_detector():
+    from glamd_core import readings
+    experiments = plans.small_models_experiments("smoke", [0, 1], ["retinanet"], claim_seeds=[0, 1])
+    frame = pd.DataFrame({"seed": [e.seed for e in experiments], "kind": "retinanet", "method": [e.method for e in experiments],
+                          "AP": [{"teacher": 30.0, "none": 10.0, "glamd": 12.0}[e.method] + e.seed for e in experiments],
+                          "VOC07_mAP50": 50.0})
+    labelled = tables.label_small_models(frame)
+    table = tables.small_models(labelled)
+    assert table.role.tolist() == ["student", "GLAMD student", "teacher"]
+    assert table["AP mean"].tolist() == pytest.approx([10.5, 12.5, 30.0])
+    assert table["paper AP (VOC, reference)"].tolist() == [75.57, 78.14, 79.63]
+    assert readings.small_models_lines(table, 0) == [
+        "- retinanet: teacher 30.00 (seed 0, one teacher: descriptive), GLAMD student 12.50, student 10.50 AP (means over seeds)."]
+    assert plans.setting_record(plans.glamd_setting("cpu", "faster_rcnn"), "faster_rcnn")["temperature"] == \
+        plans.glamd_setting("cpu", "faster_rcnn").resolved(two_stage=True).temperature
