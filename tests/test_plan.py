@@ -155,3 +155,12 @@ def test_estimates_match_the_backbone_and_say_when_they_borrow_another(tmp_path)
     assert R.setting_label(Experiment("faster_rcnn", "none", "cpu", student="resnet10t",
                                       init_from=Experiment("faster_rcnn", "none", "cpu", student="resnet10t"))) == \
         "student=resnet10t, warm start from its none run, seed 0"
+
+
+def test_notebook_lines_counts_code_and_leaves_out_the_cells_that_draw():
+    from benchmarks.notebook_lines import count
+
+    notebook = {"cells": [{"cell_type": "markdown", "source": ["# a title\n", "text"]},
+                          {"cell_type": "code", "source": ["x = 1\n", "\n", "y = 2\n"]},
+                          {"cell_type": "code", "source": ["fig, ax = plt.subplots()\n", "ax.plot(x, y)\n"]}]}
+    assert count(notebook) == (4, 2)
