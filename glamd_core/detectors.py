@@ -152,10 +152,20 @@ def _anchor_generator(strides, opts: DetectorOptions, octaves) -> AnchorGenerato
 def build_detector(kind: str, backbone: str, num_classes: int, pretrained: bool = False,
                    backbone_checkpoint: str | Path | None = None, checkpoint: str | Path | None = None,
                    **options) -> nn.Module:
-    """A torchvision detector of ``kind`` on timm ``backbone`` for ``num_classes`` (incl. background).
+    """A torchvision detector of ``kind`` on timm ``backbone`` (``features_only``) with an FPN.
 
-    ``checkpoint`` loads a whole trained detector (e.g. a teacher) saved by our engine or as a
-    bare state dict.
+    Args:
+        kind: ``retinanet``, ``faster_rcnn`` or ``cascade_rcnn``.
+        backbone: a timm model name.
+        num_classes: classes including the background (>= 2).
+        pretrained: timm's own ImageNet weights (downloaded by timm; this project uses
+            ``backbone_checkpoint``, a local file, instead).
+        backbone_checkpoint: the backbone's ImageNet weights from a local file.
+        checkpoint: a whole trained detector (e.g. a teacher), saved by our engine or as a bare state dict.
+        **options: :class:`DetectorOptions` fields (image size, FPN channels, anchors, frozen stages ...).
+
+    Returns:
+        The detector: losses in train mode, detections in eval mode (torchvision's conventions).
     """
     if kind not in KINDS:
         raise ValueError(f"unknown detector kind {kind!r}; choose one of {KINDS}")

@@ -186,9 +186,24 @@ def _fpn_channels(model) -> int:
 
 
 class Distiller(nn.Module):
-    """``teacher_cache``: a :class:`~glamd_core.teacher_cache.TeacherCache` built for this very
-    teacher (checked by a fingerprint of its weights); batches it holds skip the teacher's backbone
-    and dense head, the rest run the teacher online."""
+    """A frozen teacher and a student of the same kind, trained as one module: in train mode its forward
+    returns the student's detection losses plus the distillation terms of ``config.method``; in eval
+    mode, the student's detections.
+
+    Args:
+        teacher: a trained detector (:func:`~glamd_core.detectors.build_detector` with its
+            ``checkpoint``); frozen here.
+        student: a detector of the same kind, FPN levels and image normalisation.
+        config: the method and its settings (:class:`DistillConfig`).
+        teacher_cache: a :class:`~glamd_core.teacher_cache.TeacherCache` built for this very teacher
+            (checked by a fingerprint of its weights); batches it holds skip the teacher's backbone and
+            dense head, the rest run the teacher online.
+
+    >>> teacher = build_detector("retinanet", "resnet34", 21, checkpoint="teacher.pt")  # doctest: +SKIP
+    >>> student = build_detector("retinanet", "regnetx_002", 21)  # doctest: +SKIP
+    >>> losses = Distiller(teacher, student, DistillConfig("glamd"))(images, targets)  # doctest: +SKIP
+    >>> sum(losses.values()).backward()  # doctest: +SKIP
+    """
 
     def __init__(self, teacher: nn.Module, student: nn.Module, config: DistillConfig = DistillConfig(),
                  teacher_cache: TeacherCache | None = None):

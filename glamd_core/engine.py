@@ -210,10 +210,21 @@ def unwrap(model: nn.Module) -> nn.Module:
 def train(model: nn.Module, dataset: Dataset, cfg: TrainConfig, out_dir: str | Path, resume: bool = True,
           loss_weights: dict[str, float] | None = None,
           on_epoch_end: Callable[[int, nn.Module], dict] | None = None) -> dict:
-    """Train ``model`` on ``dataset``; return the last epoch's summary (mean losses, time).
+    """Train ``model`` on ``dataset``, resuming from ``out_dir``'s last checkpoint.
 
-    ``on_epoch_end(epoch, model)`` may return extra metrics (e.g. validation AP) to log. A CPU run
-    trains with ``cfg.threads`` torch threads (1, canonical), the caller's count restored after.
+    Args:
+        model: a detector or a :class:`~glamd_core.distill.Distiller` (a dict of losses in train mode).
+        dataset: images and targets (the training transform applied).
+        cfg: the schedule, optimiser, seed, device, threads (:class:`TrainConfig`).
+        out_dir: where the checkpoint (every epoch) and the logs (``metrics.jsonl`` / ``.csv``) go.
+        resume: continue from the checkpoint when there is one.
+        loss_weights: a factor per loss name (default 1).
+        on_epoch_end: ``(epoch, model) -> dict`` of extra metrics to log (e.g. validation AP).
+
+    Returns:
+        The last epoch's summary: mean losses, ``loss``, the epoch's seconds.
+
+    A CPU run trains with ``cfg.threads`` torch threads (1, canonical), the caller's count restored after.
     """
     with cpu_threads(cfg):
         return _train(model, dataset, cfg, out_dir, resume, loss_weights, on_epoch_end)

@@ -204,10 +204,18 @@ def voc07_map(dataset: DetectionDataset, preds: list[dict], iou_threshold: float
 
 def evaluate(model, dataset: DetectionDataset, batch_size: int = 8, device: str = "cpu",
              results_json: str | Path | None = None, progress: bool = True) -> dict[str, float]:
-    """COCO AP metrics and VOC07 mAP50 of ``model`` on ``dataset``; optionally save detections json
-    (rank 0 writes it under torchrun; every rank returns the metrics of the whole dataset).
+    """COCO AP metrics (pycocotools) and VOC07 11-point mAP50 of ``model`` on ``dataset``.
 
-    The json is written before the detections are checked, so a broken model's output can be looked at.
+    Args:
+        model: a detector (or a Distiller) in any mode; evaluated in eval mode.
+        dataset: a :class:`~glamd_core.data.DetectionDataset` (its ground truth as COCO).
+        batch_size, device, progress: how it is run.
+        results_json: where to save the detections as COCO results (rank 0 writes it under torchrun),
+            written before they are checked, so a broken model's output can be looked at.
+
+    Returns:
+        {"AP", "AP50", "AP75", "APs", "APm", "APl", "VOC07_mAP50"}, each in [0, 1], of the whole
+        dataset (every rank returns the same under torchrun).
     """
     preds = predict(model, dataset, batch_size, device, progress)
     results = to_coco_results(preds, dataset)

@@ -38,6 +38,27 @@ from .runs import RESULTS_DIR, RUNS_DIR, RunSpec, execute, run_spec
 
 @dataclass(frozen=True)
 class Experiment:
+    """One run of the study, named by what it is; :func:`run` trains it (or finds it in the run cache).
+
+    Args:
+        kind: ``retinanet``, ``faster_rcnn`` or ``cascade_rcnn``.
+        method: ``none`` (the student alone), ``teacher``, or a distillation method (``glamd``,
+            ``global``, ``local``, ``uniform``, ``defeat``, ``hybrid``).
+        profile: the profile's name (``smoke``, ``cpu``, ``paper_voc``, ``paper_coco``, ...).
+        seed: the training seed (initialisation and data order).
+        student, teacher: timm backbones; None takes the profile's.
+        distill: the distillation settings; None takes the profile's for this kind and method.
+        epochs: students' and teachers' epochs; None takes the profile's schedules.
+        teacher_checkpoint: a teacher trained elsewhere, imported instead of trained.
+        threads: torch threads of a CPU run (1 is canonical; another count is keyed).
+        init_from: the experiment whose finished run the student starts from (a warm start).
+
+    Everything that cannot train is refused here, before anything does.
+
+    >>> exp = Experiment("retinanet", "glamd", "smoke", seed=1)
+    >>> run(exp)["metrics"]["test"]["AP"]  # doctest: +SKIP
+    """
+
     kind: str = "retinanet"
     method: str = "none"  # none: the student trained alone; teacher: the teacher itself; else a DistillConfig method
     profile: str = "cpu"
@@ -113,9 +134,17 @@ class Experiment:
 
 def resolve(exp: Experiment, runs_dir: Path = RUNS_DIR, data_dir: Path = DATA_DIR, data_root=None,
             progress: bool | None = None) -> RunSpec:
-    """``exp`` resolved once into its :class:`runs.RunSpec`: profile, configs, dataset, teacher, warm
-    start, kernels, key and folder. ``progress`` overrides the profile's per-epoch progress bars (not
-    part of the run's key). Nothing is trained; a synthetic dataset is generated on first use."""
+    """``exp`` resolved once into its :class:`runs.RunSpec`. Nothing is trained; a synthetic dataset is
+    generated on first use (the key names its content).
+
+    Args:
+        exp: the run; ``runs_dir``, ``data_dir``, ``data_root``: as for :func:`run`.
+        progress: per-epoch progress bars (None: the profile's; not part of the run's key).
+
+    Returns:
+        The spec: profile as the run trains, its configs, dataset folder, teacher and warm-start specs,
+        kernels, key and folder; :func:`runs.execute` trains it.
+    """
     init = None if exp.init_from is None else resolve(exp.init_from, runs_dir, data_dir, data_root, progress)
     base = get_profile(exp.profile)
     profile = base.for_run(exp.kind, exp.method, exp.epochs, exp.threads, progress)
@@ -133,7 +162,20 @@ def resolve(exp: Experiment, runs_dir: Path = RUNS_DIR, data_dir: Path = DATA_DI
 def run(exp: Experiment, runs_dir: Path = RUNS_DIR, data_dir: Path = DATA_DIR, data_root=None,
         progress: bool | None = None) -> dict:
     """Train (or reuse) ``exp``: resolve it once (:func:`resolve`), then train, evaluate and record
-    (:func:`runs.execute`). Returns its ``eval.json`` plus the experiment's fields."""
+    (:func:`runs.execute`).
+
+    Args:
+        exp: the run.
+        runs_dir: the run cache (default ``$GLAMD_RUNS_DIR``, else ``runs/``).
+        data_dir: where synthetic datasets are generated; ``data_root``: real data's root (paper profiles).
+        progress: per-epoch progress bars (None: the profile's; not part of the key).
+
+    Returns:
+        Its ``eval.json``: ``metrics`` ({split: {"AP", "AP50", "AP75", "APs", "APm", "APl", "VOC07_mAP50"}},
+        AP in [0, 1]), ``run_dir`` (the run folder's *name*), ``kind``, ``backbone``, ``seed``, ``profile``,
+        ``train_seconds``, ``setup_seconds``, ``eval_seconds``, ``threads``, ``code_commit``,
+        ``environment``; a distilled run adds ``teacher_run``; plus the experiment's ``method``.
+    """
     spec = resolve(exp, runs_dir, data_dir, data_root, progress)
     result = execute(spec)
     return result | {"method": exp.method, "kind": exp.kind, "seed": exp.seed, "profile": exp.profile}
@@ -217,7 +259,17 @@ _SPAWN_HINT = ("Worker processes start by importing the calling script: in a scr
 
 def run_all(experiments: list[Experiment], workers: int | None = None, executor: Executor | None = None,
             estimates: list[float] | None = None, **kw) -> list[dict]:
-    """Run (or fetch) every experiment, with a progress bar over them; results in the given order.
+    """Run (or fetch) every experiment, with a progress bar over them.
+
+    Args:
+        experiments: the runs; one asked for twice is trained once.
+        workers: runs trained at once, in separate processes (None: :func:`default_workers`).
+        executor: a ``concurrent.futures.Executor`` to train on instead (below).
+        estimates: each experiment's estimated minutes, for the progress bar.
+        **kw: passed to :func:`run` (``runs_dir``, ``data_dir``, ``data_root``).
+
+    Returns:
+        One :func:`run` result per experiment, in the given order.
 
     ``workers`` > 1 trains that many runs at once in separate processes, each with
     ``cpu_count // workers`` threads (None: :func:`default_workers`). Runs already in the cache are
@@ -459,6 +511,17 @@ def write_results(name: str, profile: Profile, seeds, wall_seconds: float, table
                   figures: dict | None = None, note: str = "", out_dir: Path | None = None, runs=(), **extra) -> Path:
     """Tables as csv + markdown (with the provenance line), figures as png, the conclusion (``conclusion.md``,
     when ``conclusion`` is given) and the manifest.
+
+    Args:
+        name: the results folder (``results/<name>/``, or ``results/_<profile>/<name>/`` for a scratch profile).
+        profile: the profile the results were made at; ``seeds``: the seeds they report.
+        wall_seconds: the notebook's wall time, recorded in the manifest.
+        tables: {file stem: DataFrame}; ``figures``: {file stem: matplotlib figure}.
+        runs: the :func:`run` results the tables come from (named in the manifest with their teachers).
+        **extra: more manifest fields (``conclusion``, ``notebook``, ``split``, the notebook's settings).
+
+    Returns:
+        The folder written.
 
     Written whole: everything goes to a staging folder that then replaces ``results/<name>/``, so a
     kill leaves the old set or the new one, never new tables beside an old manifest. Other files

@@ -418,7 +418,16 @@ def recorded_glamd_alpha(profile: str, kind: str = "faster_rcnn") -> float | Non
 
 
 def notebook_experiments(name: str, profile: str, seeds=None) -> tuple[list[Experiment], str]:
-    """The runs notebook ``name`` trains at its default parameters, and what the list cannot know yet."""
+    """The runs notebook ``name`` trains at its default parameters.
+
+    Args:
+        name: the notebook (``02_patch_size``, ...; :data:`NOTEBOOK_PLANS` names them).
+        profile: the profile's name; ``seeds``: None takes the profile's.
+
+    Returns:
+        The experiments, and a note on what the list cannot know before the notebook runs (00's choice
+        on val, 04's screen).
+    """
     if name not in NOTEBOOK_PLANS:
         raise ValueError(f"no plan for notebook {name!r}; plans exist for {sorted(NOTEBOOK_PLANS)}")
     make, note = NOTEBOOK_PLANS[name]
