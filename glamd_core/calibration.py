@@ -27,7 +27,7 @@ from dataclasses import replace
 import pandas as pd
 
 from .distill import DistillConfig
-from .experiments import Experiment
+from .experiments import Experiment, run_all
 from .profiles import get_profile
 from .data.splits import splits
 
@@ -118,3 +118,39 @@ def gradient_balance(frame: pd.DataFrame, runs_dir=None) -> pd.DataFrame:
 def grid_settings(grid=GRID) -> list[str]:
     """The grid's labels, in grid order."""
     return [setting_of(DistillConfig(loss_form=form, alpha=alpha)) for form, alpha in grid]
+
+
+def train_grid(experiments: list[Experiment], workers=None, data_root=None) -> tuple[list[dict], pd.DataFrame, pd.DataFrame]:
+    """00's first stage (:func:`plans.calibration_experiments`: teachers and students alone, then the
+    grid), trained or fetched. Returns the baselines' results, the grid's runs on val
+    (:func:`settings_frame`) and each method's choice (:func:`choose`)."""
+    results = run_all(experiments, workers=workers, data_root=data_root)
+    grid = [(e, r) for e, r in zip(experiments, results) if e.method in COMPARED_METHODS]
+    grid_val = settings_frame([e for e, _ in grid], [r for _, r in grid], split="val")
+    baselines = [r for e, r in zip(experiments, results) if e.method not in COMPARED_METHODS]
+    return baselines, grid_val, choose(grid_val)
+
+
+def _feature_term_alone(exp: Experiment) -> bool:
+    return exp.method == "glamd" and exp.distill is not None and exp.distill.beta == 0 == exp.distill.gamma
+
+
+def train_chosen(experiments: list[Experiment], workers=None, data_root=None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """00's second stage (:func:`plans.calibration_chosen_experiments`), trained or fetched. Returns the
+    chosen points and the students alone on test, and the diagnostic (GLAMD's feature term alone, from
+    :func:`diagnostic_experiments`) on val and test, labelled ``variant``."""
+    results = run_all(experiments, workers=workers, data_root=data_root)
+    diagnostic = [_feature_term_alone(e) for e in experiments]
+
+    def runs(of_diagnostic: bool):
+        pairs = [(e, r) for e, r, d in zip(experiments, results, diagnostic) if d == of_diagnostic]
+        return [e for e, _ in pairs], [r for _, r in pairs]
+
+    test = settings_frame(*runs(False), split="test")
+    diagnostics = pd.concat([settings_frame(*runs(True), split=s) for s in ("val", "test")])
+    return test, diagnostics.assign(variant="GLAMD feature term only")
+
+
+def train_minutes(*frames: pd.DataFrame) -> float:
+    """Minutes of training of the runs in ``frames``, each run counted once."""
+    return round(float(pd.concat(frames).drop_duplicates("run").train_minutes.sum()), 1)

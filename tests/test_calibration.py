@@ -92,3 +92,14 @@ def test_gradient_balance_reads_each_runs_log(tmp_path):
     frame = pd.DataFrame({"run": ["a", "b"], "kind": "retinanet", "method": "glamd", "setting": "x"})
     got = C.gradient_balance(frame, tmp_path).set_index(["epoch", "term"]).ratio.to_dict()
     assert got == {(0, "feat"): 0.5, (1, "feat"): 0.25, (0, "cls"): 2.0, (1, "cls"): 0.5}
+
+
+def test_the_second_stage_tells_the_diagnostic_from_the_chosen_runs_and_counts_each_run_once():
+    from glamd_core import plans
+
+    chosen = pd.DataFrame([{"kind": "retinanet", "method": m, "loss_form": "reference", "alpha": 1.0}
+                           for m in C.COMPARED_METHODS])
+    second = plans.calibration_chosen_experiments("smoke", [0, 1], ["retinanet"], chosen)
+    assert [C._feature_term_alone(e) for e in second] == [False] * (len(second) - 1) + [True]
+    a = pd.DataFrame({"run": ["x", "y"], "train_minutes": [1.0, 2.0]})
+    assert C.train_minutes(a, a.iloc[:1]) == 3.0
