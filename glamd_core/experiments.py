@@ -375,7 +375,7 @@ def summarize(frame: pd.DataFrame, by=("kind", "method"), metric: str = "AP") ->
     return g.agg(["mean", "std", "count"]).rename(columns={"count": "n"}).reset_index()
 
 
-_RUN_NAME = re.compile(r".+-[0-9a-f]{12}")  # <kind>-<backbone>[-<method>]-s<seed>-<key> (runs.config_key)
+_RUN_NAME = re.compile(r".+-[0-9a-f]{12}")  # <kind>-<backbone>[-<method>]-s<seed>-<key> (files.config_key)
 
 
 def is_run(folder: Path) -> bool:

@@ -196,6 +196,8 @@ def run_spec(kind: str, backbone: str, profile: Profile, seed: int = 0, runs_dir
     if profile.by_kind:
         raise ValueError(f"run_spec takes profile {profile.name!r} as {kind} trains with it: pass "
                          f"profile.for_kind({kind!r})")
+    if imported is not None and distill is not None:
+        raise ValueError("run_spec: an imported checkpoint is evaluated, not distilled; pass imported or distill")
     where = dict(runs_dir=runs_dir, data_root=data_root, data_dir=data_dir)
     teacher = None
     if distill is not None:  # its teacher first: the student's key names the teacher's run
@@ -227,6 +229,8 @@ def execute(spec: RunSpec) -> dict:
             run.profile.data.check(run.data)  # real data: its layout, named, before anything trains
         if run.what == "distilled":  # a pair it cannot distil fails now, before its teacher trains
             check_distillable(run.kind, run.teacher.backbone, run.backbone, run.profile.detector, run.distill)
+        if run.init is not None and not isinstance(run.init, RunSpec):  # a finished run, named
+            finished_run(run.init, run.runs_dir)
     return [_execute_one(run) for run in order][-1]
 
 

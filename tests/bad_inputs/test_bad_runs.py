@@ -276,3 +276,15 @@ def test_a_kill_between_the_folder_swaps_is_undone(tmp_path):
     write_results("t", get_profile("smoke"), [0], 1.0, {"runs": pd.DataFrame({"version": ["new"]})}, out_dir=out)
     assert (out / "table.csv").read_text() == "version\nold\n"  # recovered, then carried over
     assert pd.read_csv(out / "runs.csv").version.tolist() == ["new"]
+
+
+def test_a_warm_start_from_a_run_not_in_the_cache_fails_before_the_teacher_trains(tmp_path, monkeypatch):
+    monkeypatch.setattr(runs, "_run", lambda *a, **k: pytest.fail("nothing may train"))
+    profile = get_profile("smoke")
+    spec = runs.run_spec("retinanet", profile.student_backbone, profile, 0, tmp_path / "runs", data_dir=tmp_path / "data",
+                         distill=DistillConfig(), teacher_backbone=profile.teacher_backbone, init="retinanet-missing-s0-0")
+    with pytest.raises(FileNotFoundError, match="retinanet-missing-s0-0 is not a finished run"):
+        runs.execute(spec)
+    with pytest.raises(ValueError, match="imported checkpoint is evaluated, not distilled"):
+        runs.run_spec("retinanet", profile.student_backbone, profile, runs_dir=tmp_path / "runs", data_dir=tmp_path / "data",
+                      distill=DistillConfig(), imported=tmp_path / "x.pt")
