@@ -128,9 +128,12 @@ _CPU_DETECTOR = dict(
     rpn_pre_nms_top_n_test=300, rpn_post_nms_top_n_test=100, box_representation_size=256,
 )
 
+# Chosen on val at the canonical kernels (notebook 00's grid, seed 0). Two choices moved from those
+# made on native AVX-512 weights before issue #34: Faster R-CNN's GLAMD (normalised a=0.3 -> reference
+# x3) and RetinaNet's DeFeat (normalised a=1 -> reference x1); docs/calibration.md has both grids.
 _CPU_FRCNN_CHOSEN = {
     ("faster_rcnn", "global"): {"loss_form": "normalised", "alpha": 0.3},
-    ("faster_rcnn", "glamd"): {"loss_form": "normalised", "alpha": 0.3},
+    ("faster_rcnn", "glamd"): {"loss_form": "reference", "alpha": 3.0},
     ("faster_rcnn", "defeat"): {"loss_form": "reference", "alpha": 1.0},
 }
 
@@ -167,7 +170,7 @@ PROFILES: dict[str, Profile] = {
             **_CPU_FRCNN_CHOSEN,
             ("retinanet", "global"): {"loss_form": "reference", "alpha": 1.0},
             ("retinanet", "glamd"): {"loss_form": "reference", "alpha": 1.0},
-            ("retinanet", "defeat"): {"loss_form": "normalised", "alpha": 1.0},
+            ("retinanet", "defeat"): {"loss_form": "reference", "alpha": 1.0},
             # Not calibrated on Cascade R-CNN (its grid would add a third of notebook 00's cost):
             # it shares Faster R-CNN's backbone, FPN, RPN and distillation terms, so it takes
             # Faster R-CNN's chosen settings.
