@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from .data import DetectionDataset, eval_transforms
-from .detectors import build_detector
+from .detectors import TWO_STAGE_KINDS, build_detector
 from .distill import Distiller
 from .engine import CHECKPOINT
 from .experiments import Experiment, run
@@ -195,7 +195,7 @@ def teachers_mask_coverage(teachers: list[Experiment], n_images: int, sample_see
         teacher = load_run(exp, data_root=data_root)
         test = teacher.dataset("test")
         distill = get_profile(exp.profile).distill_for(exp.kind, "glamd")
-        temperature = distill.resolved(two_stage=exp.kind != "retinanet").temperature
+        temperature = distill.resolved(two_stage=exp.kind in TWO_STAGE_KINDS).temperature
         indices = sample_indices(len(test), min(n_images, len(test)), sample_seed)
         per_image = teacher_mask_coverage(teacher, indices, patch_sizes=patch_sizes, temperature=temperature)
         out.append(coverage_summary(per_image).assign(kind=exp.kind, temperature=temperature, images=len(indices),

@@ -146,10 +146,8 @@ def resolve(exp: Experiment, runs_dir: Path = RUNS_DIR, data_dir: Path = DATA_DI
         kernels, key and folder; :func:`runs.execute` trains it.
     """
     init = None if exp.init_from is None else resolve(exp.init_from, runs_dir, data_dir, data_root, progress)
-    base = get_profile(exp.profile)
-    profile = base.for_run(exp.kind, exp.method, exp.epochs, exp.threads, progress)
-    distill = None if _is_plain(exp) else replace(base.distill_for(exp.kind, exp.method) if exp.distill is None
-                                                   else exp.distill, method=exp.method)
+    profile = get_profile(exp.profile).for_run(exp.kind, exp.method, exp.epochs, exp.threads, progress)
+    distill = None if _is_plain(exp) else exp.distill_config()
     student = exp.student or profile.student_backbone
     teacher = exp.teacher or profile.teacher_backbone
     where = dict(runs_dir=runs_dir, data_root=data_root, data_dir=data_dir)

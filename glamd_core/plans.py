@@ -9,8 +9,8 @@ are then the same runs under the same run keys, trained once.
 from __future__ import annotations
 
 from dataclasses import replace
-from itertools import product
 
+from .detectors import TWO_STAGE_KINDS
 from .experiments import Experiment
 from .profiles import get_profile
 
@@ -43,8 +43,6 @@ CLAIM_PATCH = 7  # Table 2's claim: the paper's smallest patch against the globa
 
 def setting_record(config, kind: str = "retinanet") -> dict:
     """A distillation setting as a results manifest records it (the temperature as it resolves for ``kind``)."""
-    from .detectors import TWO_STAGE_KINDS
-
     resolved = config.resolved(two_stage=kind in TWO_STAGE_KINDS)
     return {"loss_form": resolved.loss_form, "alpha": resolved.alpha, "beta": resolved.beta, "gamma": resolved.gamma,
             "temperature": resolved.temperature, "patch_size": resolved.patch_size}
@@ -223,7 +221,7 @@ def defeat_screen_experiments(profile: str, seed: int, glamd_alpha: float | None
     leaves that variant out; see :func:`alpha_matching_defeat`)."""
     P = get_profile(profile)
     defeat, glamd = P.distill_for(kind, "defeat"), P.distill_for(kind, "glamd")
-    temperature = glamd.resolved(two_stage=kind != "retinanet").temperature
+    temperature = glamd.resolved(two_stage=kind in TWO_STAGE_KINDS).temperature
 
     def variant(name, side, component, config=None, method=None):
         return name, side, component, Experiment(kind, method or side, profile, seed=seed, distill=config)
