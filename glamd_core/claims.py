@@ -395,7 +395,7 @@ def markdown(judged: pd.DataFrame) -> str:
     lines = ["| family | claim | paper (reference) | ours: Δ [95 % CI], n | edge | Holm p (m) | verdict | note |",
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for _, r in judged.iterrows():
-        effect = "-" if not r["n"] else stats.ci_text(r["mean"], r["ci_low"], r["ci_high"], r["n"], unit=r["unit"])
+        effect = "-" if not r["n"] else stats.row_ci_text(r, unit=r["unit"])
         edge = "" if not r["edge"] or (isinstance(r["edge"], float) and math.isnan(r["edge"])) else f"{r['edge']:+.2f}"
         holm = "-" if math.isnan(r["p_holm"]) else f"{r['p_holm']:.3f}"
         lines.append(f"| {r['family']} | {r['claim']} | {r['paper'] or '(ours)'} | {effect} | {edge} | {holm} "

@@ -13,7 +13,7 @@ import math
 import pandas as pd
 
 from . import claims as C
-from .stats import ci_text, effect_text, paired_differences, sweep_sensitivity
+from .stats import effect_text, paired_differences, row_ci_text, sweep_sensitivity
 
 
 def claim_line(r) -> str:
@@ -21,7 +21,7 @@ def claim_line(r) -> str:
     if not r["n"]:
         effect = "no paired runs"
     else:
-        effect = ci_text(r["mean"], r["ci_low"], r["ci_high"], r["n"], unit=r["unit"] or "").replace("  ", " ")
+        effect = row_ci_text(r, unit=r["unit"] or "").replace("  ", " ")
     edge = r["edge"]
     edge = f", against the edge {edge:+.2f}" if isinstance(edge, float) and edge and not math.isnan(edge) else ""
     holm = "no test" if math.isnan(r["p_holm"]) else f"Holm p {r['p_holm']:.3f}"
@@ -114,7 +114,7 @@ def gap_lines(judged: pd.DataFrame, gaps: pd.DataFrame) -> list[str]:
     out = family_lines(judged)
     for kind, rows in gaps.groupby("kind", sort=False):
         points = "; ".join(f"{r.point}: gap {r.gap_AP:.1f} AP / {r.gap_AP50:.1f} AP50, GLAMD - DeFeat "
-                           f"{ci_text(r.mean, r.ci_low, r.ci_high, r.n)}" for r in rows.itertuples())
+                           f"{row_ci_text(r)}" for r in rows.itertuples())
         out.append(f"- {kind}, every point (descriptive, no verdict beyond the claims above): {points}.")
     out.append(f"- The paper's teacher-student gaps are {PAPER_GAP[0]}-{PAPER_GAP[1]} (Table 1, VOC). Its RetinaNet "
                "teacher's 79.63 is on the mAP50 scale, so for RetinaNet the comparable gap here is the AP50 one; for "
@@ -175,20 +175,17 @@ def ablation_lines(frame: pd.DataFrame, vs_student: pd.DataFrame, single_terms_w
     single-term GLAM rows, ``GLAM: feat`` ..., name the terms)."""
     terms = [r.removeprefix("GLAM: ") for r in vs_student.index if r.startswith("GLAM: ") and "+" not in r]
 
-    def ci_of(row):
-        return ci_text(row["mean"], row["ci_low"], row["ci_high"], row["n"])
-
     def paired(row, baseline):
         return paired_differences(frame[frame.row.isin([row, baseline])], baseline).set_index("row").loc[row]
 
     lines = [f"- Beyond the paper (no verdict, 95 % CI): GLAM - the global mask, all terms on: "
-             f"{ci_of(paired('GLAM: feat+cls+loc', 'global: feat+cls+loc'))}.",
+             f"{row_ci_text(paired('GLAM: feat+cls+loc', 'global: feat+cls+loc'))}.",
              "- Each term alone against the student (no verdict, 95 % CI): "
-             + "; ".join(f"{n} {ci_of(vs_student.loc[f'GLAM: {n}'])}" for n in terms)
-             + f"; all three {ci_of(vs_student.loc['GLAM: feat+cls+loc'])}."]
+             + "; ".join(f"{n} {row_ci_text(vs_student.loc[f'GLAM: {n}'])}" for n in terms)
+             + f"; all three {row_ci_text(vs_student.loc['GLAM: feat+cls+loc'])}."]
     if single_terms_without_glam:
         lines.append("- GLAM - no mask, each term alone (no verdict, 95 % CI): " + "; ".join(
-            f"{n} {ci_of(paired(f'GLAM: {n}', f'none (uniform): {n}'))}" for n in terms) + ".")
+            f"{n} {row_ci_text(paired(f'GLAM: {n}', f'none (uniform): {n}'))}" for n in terms) + ".")
     return lines
 
 
@@ -226,7 +223,7 @@ def sweep_lines(summary: pd.DataFrame, points: pd.DataFrame, spread: float, gain
     temperature = points[(points.parameter == "temperature") & points.multiplier.between(*SWEEP_BANDS["x0.5-2"])]
     if len(temperature):
         out.append("- Temperature (ours; the paper fixes it), x0.5-2, 95 % CI, no verdict: " + "; ".join(
-            f"{r['row']} {ci_text(r['mean'], r['ci_low'], r['ci_high'], r['n'])}" for _, r in temperature.iterrows()) + ".")
+            f"{r['row']} {row_ci_text(r)}" for _, r in temperature.iterrows()) + ".")
     return out
 
 
@@ -323,7 +320,7 @@ def calibration_lines(test: pd.DataFrame, table: pd.DataFrame, teachers: pd.Data
         lines.append(f"- **{kind}** (test AP, mean of {len(seeds)} seeds): student {means['none']:.2f}, global "
                      f"{means['global']:.2f}, DeFeat {means['defeat']:.2f}, GLAMD {means['glamd']:.2f}; teacher "
                      f"{t['AP test']:.2f} (AP50 {t['AP50 test']:.2f}). GLAMD - DeFeat, paired per seed: "
-                     f"{ci_text(d['mean'], d['ci_low'], d['ci_high'], d['n'])} (calibration: no verdict here; Table 3's "
+                     f"{row_ci_text(d)} (calibration: no verdict here; Table 3's "
                      f"claim is judged in notebook 04). GLAMD's feature term alone: {feat:.2f} against the student's "
                      f"{student0:.2f} (seed {seeds[0]}; one seed: a screen, no verdict).")
     chosen_settings = {(r.kind, r.method): {"loss_form": r.loss_form, "alpha": float(r.alpha)} for r in chosen.itertuples()}

@@ -184,13 +184,21 @@ def verdict_text(claim: pd.Series, unit: str = "AP") -> str:
     edge = "" if not claim["against"] else f" against {claim['against']:+.2f} {unit}"
     holm_p = (f" (n = {int(claim['n'])}: no interval, a screen)" if math.isnan(claim["p_holm"])
               else f" (Holm p {claim['p_holm']:.3f}{edge})")
-    return f"{ci_text(claim['mean'], claim['ci_low'], claim['ci_high'], claim['n'], unit)} -> **{claim['verdict']}**{holm_p}"
+    return f"{row_ci_text(claim, unit)} -> **{claim['verdict']}**{holm_p}"
 
 
 def ci_text(mean: float, low: float, high: float, n: int, unit: str = "AP") -> str:
     """``+2.06 AP [−1.7, +5.8], n = 3``: a paired effect with its 95 % CI (no interval below n = 2)."""
     interval = "" if math.isnan(low) else f" [{low:+.2f}, {high:+.2f}]"
     return f"{mean:+.2f} {unit}{interval}, n = {int(n)}"
+
+
+def row_ci_text(row, unit: str = "AP") -> str:
+    """:func:`ci_text` of a summary row -- a Series, a dict or an ``itertuples`` row with ``mean``,
+    ``ci_low``, ``ci_high`` and ``n``, as :func:`paired_differences` and the claims tables write them."""
+    if hasattr(row, "_asdict"):
+        row = row._asdict()
+    return ci_text(row["mean"], row["ci_low"], row["ci_high"], row["n"], unit)
 
 
 def paired_differences(frame: pd.DataFrame, baseline, row: str = "row", metric: str = "AP",

@@ -11,7 +11,7 @@ import pandas as pd
 
 from . import paper, plans
 from .experiments import summarize
-from .stats import ci_text, confirmed_shares, effect_text, gap_shares, paired_differences, per_seed_trend
+from .stats import confirmed_shares, effect_text, gap_shares, paired_differences, per_seed_trend, row_ci_text
 
 CHECK = {True: "✓", False: "✗"}
 ALL_NO_GLAM, STUDENT = "none (uniform): feat+cls+loc", "GLAM: no term (student)"  # Table 4's two baselines
@@ -201,8 +201,7 @@ def calibration_test(test: pd.DataFrame, chosen: pd.DataFrame) -> pd.DataFrame:
 def table3_gaps(judged: pd.DataFrame) -> pd.DataFrame:
     """Table 3's judged claims with their detector and effect text (GLAMD - DeFeat, 95 % CI, n)."""
     return judged.assign(kind=[k.split(", ")[-1] for k in judged.claim],
-                         effect=[ci_text(m, lo, hi, n) for m, lo, hi, n in
-                                 zip(judged["mean"], judged.ci_low, judged.ci_high, judged.n)])
+                         effect=[row_ci_text(r) for _, r in judged.iterrows()])
 
 
 def screen_moves(screened: pd.DataFrame, seed: int) -> pd.DataFrame:

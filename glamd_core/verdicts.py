@@ -22,7 +22,7 @@ import pandas as pd
 from . import claims as C
 from .files import REPO_ROOT, atomic_write_text
 from .profiles import get_profile
-from .stats import ci_text
+from .stats import row_ci_text
 
 RESULTS = REPO_ROOT / "results"
 README = REPO_ROOT / "README.md"
@@ -74,7 +74,7 @@ def verdict_table(results_dir: Path = RESULTS, profile: str = "cpu") -> pd.DataF
 def _effect(r) -> str:
     if not r.get("n") or (isinstance(r.get("mean"), float) and math.isnan(r["mean"])):
         return "-"
-    text = ci_text(r["mean"], r["ci_low"], r["ci_high"], r["n"], unit=r.get("unit") or "")
+    text = row_ci_text(r, unit=r.get("unit") or "")
     worst = f" (worst: {r['worst'].split(': ', 1)[-1]})" if isinstance(r.get("worst"), str) and r["worst"] else ""
     edge = r.get("edge")
     edge = f"; edge {edge:+.2f}" if isinstance(edge, float) and edge and not math.isnan(edge) else ""

@@ -161,7 +161,7 @@ from itertools import combinations
 
 from scipy import stats as scipy_stats
 
-from glamd_core.stats import ci_text, claim_verdicts, holm, paired_ci, paired_p, verdict
+from glamd_core.stats import ci_text, claim_verdicts, holm, paired_ci, paired_p, row_ci_text, verdict
 
 
 def test_paired_ci_and_p_against_hand_computed_numbers_and_scipy():
@@ -184,6 +184,17 @@ def test_paired_ci_and_p_against_hand_computed_numbers_and_scipy():
     assert np.isnan(paired_p([1.0, 1.0, 1.0])) and np.isnan(paired_p([0.0, 0.0]))  # no spread: no test
     assert ci_text(2.0567, -6.34, 10.45, 3) == "+2.06 AP [-6.34, +10.45], n = 3"
     assert ci_text(1.0, float("nan"), float("nan"), 1) == "+1.00 AP, n = 1"
+
+
+def test_row_ci_text_reads_every_row_kind():
+    """A Series, a dict and an itertuples row of one summary give the same text as ci_text."""
+    frame = pd.DataFrame({"row": ["a"], "mean": [2.0567], "ci_low": [-6.34], "ci_high": [10.45], "n": [3]})
+    expected = ci_text(2.0567, -6.34, 10.45, 3, "AP50")
+    assert row_ci_text(frame.iloc[0], "AP50") == expected
+    assert row_ci_text(frame.iloc[0].to_dict(), "AP50") == expected
+    assert row_ci_text(next(frame.itertuples()), "AP50") == expected
+    with pytest.raises(KeyError):
+        row_ci_text({"mean": 1.0, "n": 1})
 
 
 def _holm_brute_force(p, alpha):
