@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from .claims import CASCADE_09_SEEDS
 from .detectors import TWO_STAGE_KINDS
 from .experiments import Experiment
 from .profiles import get_profile
@@ -205,7 +206,7 @@ def mask_against_mask_experiments(profile: str, seeds, kinds=MASK_KINDS) -> list
                 ("GLAMD, patch 2", "glamd", replace(glamd, patch_size=2))]
         if kind == "cascade_rcnn":
             rows = [r for r in rows if r[0] in CASCADE_MASK_ROWS]
-        for s in (seeds[:2] if kind == "cascade_rcnn" else seeds):
+        for s in (seeds[:CASCADE_09_SEEDS] if kind == "cascade_rcnn" else seeds):
             out += [(row, recipe, Experiment(kind, recipe, profile, seed=s, distill=distill))
                     for row, recipe, distill in rows]
     return out

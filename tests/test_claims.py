@@ -205,3 +205,19 @@ def test_09s_coverage_lines_read_the_finest_level_of_each_teacher():
     assert "faster_rcnn: global 0.60, GLAM p7 0.50, GLAM p2 0.40 / area 0.20 (global mask's heaviest cell 0.01" in lines[0]
     assert "retinanet: global 0.60" in lines[0]
     assert lines[1].endswith("2 of 10.")
+
+
+def test_09_claims_are_planned_at_the_seeds_its_plan_trains():
+    """A 09 claim's planned n is the number of seeds the plan trains for its detector (Cascade R-CNN:
+    the first two), so a complete run set carries no "n = 2 of 3 planned" note."""
+    from glamd_core.plans import mask_against_mask_experiments
+
+    profile = get_profile("cpu")
+    trained = {}
+    for _, _, exp in mask_against_mask_experiments("cpu", profile.seeds):
+        trained.setdefault(exp.kind, set()).add(exp.seed)
+    claims = C.family("09")
+    assert {c.select[0][1] for c in claims} == set(trained)
+    for c in claims:
+        assert C.planned_seeds(c, profile) == len(trained[c.select[0][1]]), c.label
+    assert len(trained["cascade_rcnn"]) < len(trained["faster_rcnn"])  # the case this test is about
