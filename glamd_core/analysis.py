@@ -169,6 +169,9 @@ def teacher_mask_coverage(teacher: TrainedRun, indices, patch_sizes=(7, 2), temp
                 rows.append({"image": int(i), "level": level, "mask": name, **cov,
                              "lift": cov["inside"] / cov["area"] if cov["area"] else float("nan"),
                              "peak": float(m.max() / m.sum())})
+    if not rows:
+        raise ValueError(f"none of the {without} test image(s) {list(indices)[:10]} holds a box: no mask has a share "
+                         "on boxes to measure; draw more images (n_images)")
     out = pd.DataFrame(rows)
     out.attrs["without_boxes"] = without
     return out

@@ -113,3 +113,28 @@ def test_mask_spread_counts_the_cells_holding_half_the_weight():
     spread, summary = mask_spread([("a", None)], [[{"global": peaked, "local": flat}]])
     assert summary.loc[0, "local"] > summary.loc[0, "global"] and summary.loc[0, "map (test images)"] == "4x4"
     assert len(spread) == 2
+
+
+def test_teacher_mask_coverage_leaves_images_without_boxes_out_for_every_mask_alike():
+    """An image without a box is left out for every mask (counted in attrs); only empty images: refused."""
+    from types import SimpleNamespace
+
+    from glamd_core.analysis import coverage_summary, teacher_mask_coverage
+    from glamd_core.detectors import build_detector
+    from glamd_core.profiles import get_profile
+
+    torch.manual_seed(0)
+    model = build_detector("retinanet", get_profile("smoke").student_backbone, num_classes=3).eval()
+    empty = {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)}
+    one = {"boxes": torch.tensor([[8.0, 8.0, 40.0, 40.0]]), "labels": torch.tensor([1])}
+    images = [(torch.rand(3, 64, 64), empty), (torch.rand(3, 64, 64), one), (torch.rand(3, 64, 64), empty)]
+    run = SimpleNamespace(model=model, dataset=lambda role: images)
+    with torch.no_grad():
+        cov = teacher_mask_coverage(run, [0, 1, 2], patch_sizes=(2,))
+        assert cov.attrs["without_boxes"] == 2
+        assert set(cov.image) == {1}
+        per_mask = cov.groupby("mask").size()
+        assert per_mask.nunique() == 1 and len(per_mask) == 4  # global, GLAM patch 2, DeFeat boxes, uniform
+        assert len(coverage_summary(cov)) == len(cov)  # one image: the mean over images is the row itself
+        with pytest.raises(ValueError, match="none of the 2 test image"):
+            teacher_mask_coverage(run, [0, 2], patch_sizes=(2,))
