@@ -52,18 +52,19 @@ def gains(frame: pd.DataFrame, teacher_ap: dict) -> pd.DataFrame:
     return table.sort_values(["kind", "gap"], ascending=[True, False], kind="stable").reset_index(drop=True)
 
 
-def point_summary(table: pd.DataFrame, table50: pd.DataFrame) -> pd.DataFrame:
-    """One row per (kind, point): the gap in COCO AP (``table``, :func:`gains` on AP) and in AP50
-    (``table50``, the same on AP50), and GLAMD - DeFeat in AP with its 95 % CI and n (descriptive:
-    the claims are judged in the 10 family, :mod:`glamd_core.claims`)."""
+def point_summary(table: pd.DataFrame, table_map50: pd.DataFrame) -> pd.DataFrame:
+    """One row per (kind, point): the gap in COCO AP (``table``, :func:`gains` on AP) and in VOC07
+    mAP@0.5 (``table_map50``, the same on ``VOC07_mAP50``: the paper's Table 1 is VOC), and GLAMD -
+    DeFeat in AP with its 95 % CI and n (descriptive: the claims are judged in the 10 family,
+    :mod:`glamd_core.claims`)."""
     head = f"{GLAMD} - {DEFEAT}"
-    at50 = table50.drop_duplicates(["kind", "point"]).set_index(["kind", "point"]).gap
+    at50 = table_map50.drop_duplicates(["kind", "point"]).set_index(["kind", "point"]).gap
     rows = []
     for (kind, point), part in table.groupby(["kind", "point"], sort=False):
         effect = part[part.effect == head]
         e = effect.iloc[0] if len(effect) else None
         rows.append({"kind": kind, "point": point, "gap_AP": float(part.gap.iloc[0]),
-                     "gap_AP50": float(at50.get((kind, point), float("nan"))),
+                     "gap_mAP50": float(at50.get((kind, point), float("nan"))),
                      "n": 0 if e is None else int(e["n"]), "mean": np.nan if e is None else float(e["mean"]),
                      "ci_low": np.nan if e is None else float(e["ci_low"]),
                      "ci_high": np.nan if e is None else float(e["ci_high"])})

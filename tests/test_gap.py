@@ -33,14 +33,22 @@ def test_every_point_is_summarised_on_both_scales_and_read_without_a_verdict():
     from glamd_core import readings
 
     table = gap.gains(FRAME, {"faster_rcnn": 70.0})
-    table50 = gap.gains(FRAME.assign(AP=FRAME.AP + 20), {"faster_rcnn": 95.0})  # AP50: 20 higher, teacher 95
+    table50 = gap.gains(FRAME.assign(AP=FRAME.AP + 20), {"faster_rcnn": 95.0})  # mAP50: 20 higher, teacher 95
     points = gap.point_summary(table, table50).set_index("point")
     assert points.loc["resnet10t", "gap_AP"] == pytest.approx(70 - 66.0666, abs=1e-3)
-    assert points.loc["resnet10t", "gap_AP50"] == pytest.approx(95 - 86.0666, abs=1e-3)
+    assert points.loc["resnet10t", "gap_mAP50"] == pytest.approx(95 - 86.0666, abs=1e-3)
     assert points.loc["resnet10t", "mean"] == pytest.approx(1.0666, abs=1e-3) and points.loc["resnet18", "n"] == 1
     lines = "\n".join(readings.gap_lines(pd.DataFrame(columns=["family"]), points.reset_index().assign(kind="faster_rcnn")))
-    assert "resnet10t: gap 3.9 AP / 8.9 AP50, GLAMD - DeFeat +1.07 AP [+0.69, +1.45], n = 3" in lines
+    assert "resnet10t: gap 3.9 AP / 8.9 VOC07 mAP50, GLAMD - DeFeat +1.07 AP [+0.69, +1.45], n = 3" in lines
     assert "does not say which metric" in lines and "held" not in lines
+    assert "RetinaNet: the paper" not in lines  # no RetinaNet rows, no RetinaNet comparison
+    # RetinaNet: the paper's gap 79.63 - 75.57 = 4.06 (mAP50) against ours; the nearest point is named
+    retina = points.reset_index().assign(kind="retinanet")
+    lines = "\n".join(readings.gap_lines(pd.DataFrame(columns=["family"]), retina))
+    gaps50 = dict(zip(retina.point, retina.gap_mAP50))
+    nearest = min(gaps50, key=lambda p: abs(gaps50[p] - 4.06))
+    assert f"gap 4.06 (reference)" in lines
+    assert f"(nearest: {nearest}, {gaps50[nearest] - 4.06:+.1f} from the paper's)" in lines
 
 
 def test_a_point_without_its_student_alone_or_a_kind_without_a_teacher_is_named():
