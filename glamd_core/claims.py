@@ -137,7 +137,7 @@ def _09():
         for label, row, baseline in COMPARISONS:
             if label == TABLE3 or (kind == "cascade_rcnn" and not label.startswith(_CASCADE_09)):
                 continue
-            seeds = CASCADE_09_SEEDS if kind == "cascade_rcnn" else "seeds"
+            seeds = CASCADE_09_SEEDS if kind == "cascade_rcnn" else "claim"
             out.append(Claim("09", f"{kind}: {label}", row, baseline, select=(("kind", kind),), seeds=seeds,
                              headline=False))
     return tuple(out)
@@ -150,7 +150,7 @@ CLAIMS: tuple[Claim, ...] = (
           paper_delta=0.7),
     Claim("Table 2", "AP falls as the patch grows (per-seed slope, global mask = a P3-sized patch)", "slope", None,
           direction=-1, paper="40.0 (7) -> 39.3 (30)", paper_delta=round(-0.7 / 23, 4), table="trend", value="slope",
-          unit="AP / cell", seeds="seeds"),
+          unit="AP / cell"),
     _t3("faster_rcnn", "40.8 vs 40.6"),
     _t3("retinanet", "40.0 vs 39.4"),
     _t3("cascade_rcnn", "43.0 vs 42.8"),
@@ -161,14 +161,14 @@ CLAIMS: tuple[Claim, ...] = (
     *(Claim("Fig. 1", f"hardly sensitive: {p} within -10 % of the gain", p, "default", tolerance_share=FIG1_SHARE,
             gain_of="student", headline=False) for p in FIG1_POINTS),
     *(Claim("Fig. 2", f"{k}: GLAMD loses less AP to {e}", "GLAMD student", "student", direction=-1,
-            select=(("kind", k), ("error", e)), table="losses", column="model", value="AP lost", seeds="seeds",
+            select=(("kind", k), ("error", e)), table="losses", column="model", value="AP lost",
             headline=False) for k in FIG2_KINDS for e in ERROR_TYPES),
     *(Claim("Fig. 2", f"{k}: GLAMD keeps a larger share of its AP across {e}", "GLAMD student", "student",
             select=(("kind", k), ("error", e)), table="losses", column="model", value="share kept", unit="",
-            seeds="seeds", undefined="the looser band's AP is 0", headline=False) for k in FIG2_KINDS for e in ERROR_TYPES),
+            undefined="the looser band's AP is 0", headline=False) for k in FIG2_KINDS for e in ERROR_TYPES),
     *(Claim("Figs. 3-4", f"{level}: GLAMD (patch 2) is nearer the teacher than the global mask", "GLAMD",
             "global mask", direction=-1, select=(("level", level),), table="distances", column="student",
-            value="L1", unit="L1", seeds="seeds") for level in DISTANCE_LEVELS),
+            value="L1", unit="L1") for level in DISTANCE_LEVELS),
     *_09(),
     *(Claim("10", f"GLAMD > DeFeat at ResNet10t (the key point), {k}", "GLAMD", "DeFeat",
             select=(("kind", k), ("point", "resnet10t"))) for k in ("faster_rcnn", "retinanet")),

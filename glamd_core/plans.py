@@ -58,15 +58,16 @@ def claim_seeds_of(profile: str, seeds, claim_seeds=None) -> list[int]:
 
 def patch_size_experiments(profile: str, seeds, sizes=None, kind: str = "retinanet",
                            claim_seeds=None) -> list[Experiment]:
-    """Notebook 02 (Table 2): the student, the global mask, and GLAMD at each patch size, every seed;
-    the rows Table 2's claim pairs (patch :data:`CLAIM_PATCH` against the global mask, and the student)
-    at :func:`claim_seeds_of`. ``sizes`` None: :data:`PATCH_SIZES` (``smoke``: :data:`SMOKE_PATCH_SIZES`)."""
+    """Notebook 02 (Table 2): the student, the global mask, and GLAMD at each patch size, every row at
+    :func:`claim_seeds_of` (both claims read them: patch :data:`CLAIM_PATCH` against the global mask, and
+    the per-seed slope over every size). ``sizes`` None: :data:`PATCH_SIZES` (``smoke``:
+    :data:`SMOKE_PATCH_SIZES`)."""
     sizes = tuple(sizes or (SMOKE_PATCH_SIZES if profile == "smoke" else PATCH_SIZES))
     claimed = claim_seeds_of(profile, seeds, claim_seeds)
     base = glamd_setting(profile, kind)
     out = [Experiment(kind, m, profile, seed=s) for m in ("none", "global") for s in claimed]
     out += [Experiment(kind, "glamd", profile, seed=s, distill=replace(base, patch_size=int(p)))
-            for p in sizes for s in (claimed if int(p) == CLAIM_PATCH else seeds)]
+            for p in sizes for s in claimed]
     return out
 
 
@@ -393,12 +394,12 @@ NOTEBOOK_PLANS = {
         "after the screen, its top variants are confirmed on a second seed: 3 more Faster R-CNN runs, "
         "chosen by the screen's numbers"),
     "05_glam_ablation": (lambda p, s: ablation_experiments(p, s), ""),
-    "06_error_analysis": (lambda p, s: error_analysis_experiments(p, s), ""),
+    "06_error_analysis": (lambda p, s: error_analysis_experiments(p, claim_seeds_of(p, s)), ""),
     "07_feature_distance": (lambda p, s: feature_distance_experiments(p, s[0])
-                            + _experiments_of(feature_distance_seeds_experiments(p, s)), ""),
+                            + _experiments_of(feature_distance_seeds_experiments(p, claim_seeds_of(p, s))), ""),
     "08_mask_visualization": (lambda p, s: mask_visualization_experiments(p), ""),
     "09_mask_against_mask": (lambda p, s: [Experiment(k, "teacher", p, seed=s[0]) for k in MASK_KINDS]
-                             + _experiments_of(mask_against_mask_experiments(p, s)), ""),
+                             + _experiments_of(mask_against_mask_experiments(p, claim_seeds_of(p, s))), ""),
     "10_teacher_student_gap": (lambda p, s: _experiments_of(teacher_student_gap_experiments(p, s)), ""),
 }
 

@@ -210,14 +210,41 @@ def test_09s_coverage_lines_read_the_finest_level_of_each_teacher():
 def test_09_claims_are_planned_at_the_seeds_its_plan_trains():
     """A 09 claim's planned n is the number of seeds the plan trains for its detector (Cascade R-CNN:
     the first two), so a complete run set carries no "n = 2 of 3 planned" note."""
-    from glamd_core.plans import mask_against_mask_experiments
+    from glamd_core.plans import NOTEBOOK_PLANS, notebook_experiments
 
+    assert "09_mask_against_mask" in NOTEBOOK_PLANS
     profile = get_profile("cpu")
     trained = {}
-    for _, _, exp in mask_against_mask_experiments("cpu", profile.seeds):
+    for exp in notebook_experiments("09_mask_against_mask", "cpu")[0]:
+        if exp.method == "teacher":
+            continue
         trained.setdefault(exp.kind, set()).add(exp.seed)
     claims = C.family("09")
     assert {c.select[0][1] for c in claims} == set(trained)
     for c in claims:
         assert C.planned_seeds(c, profile) == len(trained[c.select[0][1]]), c.label
     assert len(trained["cascade_rcnn"]) < len(trained["faster_rcnn"])  # the case this test is about
+
+
+def test_every_claim_is_planned_at_the_claim_seeds_but_cascade_in_09():
+    """Five seeds for every claim the verdict table reads (cpu: claim seeds 0-4), decided before training;
+    Cascade R-CNN in 09 alone at its budget's two."""
+    profile = get_profile("cpu")
+    for c in C.CLAIMS:
+        cascade_09 = c.family == "09" and ("kind", "cascade_rcnn") in c.select
+        assert C.planned_seeds(c, profile) == (2 if cascade_09 else 5), c.label
+
+
+def test_the_notebooks_plans_train_each_claim_row_at_its_planned_seeds():
+    """06, 07 (second reading), 09 and 02's every patch size train at the claim seeds at cpu by default."""
+    from glamd_core import plans
+
+    for name, pick in (("06_error_analysis", lambda e: True),
+                       ("07_feature_distance", lambda e: e.method == "global" or e.method == "glamd" and e.distill_config().patch_size == 2),
+                       ("02_patch_size", lambda e: True),
+                       ("09_mask_against_mask", lambda e: e.kind != "cascade_rcnn" and e.method != "teacher")):
+        experiments = [e for e in plans.notebook_experiments(name, "cpu")[0] if pick(e)]
+        assert experiments and {e.seed for e in experiments} == set(range(5)), name
+    cascade = [e for e in plans.notebook_experiments("09_mask_against_mask", "cpu")[0]
+               if e.kind == "cascade_rcnn" and e.method != "teacher"]
+    assert {e.seed for e in cascade} == set(range(C.CASCADE_09_SEEDS))

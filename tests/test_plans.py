@@ -43,11 +43,11 @@ def test_shared_rows_are_notebook_00s_runs(tmp_path):
     with_uniform_singles = {run_dir(e, runs_dir=tmp_path) for e in plans.ablation_experiments("cpu", [0], True,
                                                                                                claim_seeds=[0])}
     assert len(with_uniform_singles) == 8 + 2 + 3
-    # at the profile's claim seeds (0-4): patch 7, the global mask and the student at five, the other sizes at three
+    # at the profile's claim seeds (0-4): every row, since the per-seed slope reads every patch size
     five = plans.patch_size_experiments("cpu", [0, 1, 2])
-    assert {e.seed for e in five if e.method == "glamd" and e.distill.patch_size == plans.CLAIM_PATCH} == set(range(5))
-    assert {e.seed for e in five if e.method == "glamd" and e.distill.patch_size == 2} == {0, 1, 2}
-    assert {e.seed for e in five if e.method == "global"} == set(range(5))
+    for size in plans.PATCH_SIZES:
+        assert {e.seed for e in five if e.method == "glamd" and e.distill.patch_size == size} == set(range(5)), size
+    assert {e.seed for e in five if e.method == "global"} == set(range(5)) == {e.seed for e in five if e.method == "none"}
     claimed = plans.ablation_experiments("cpu", [0, 1, 2])  # Table 4's claim rows at five seeds, the pairs at three
     by_terms = {}
     for e in claimed:
