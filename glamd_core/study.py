@@ -68,12 +68,32 @@ def judge(family: str, profile: str, **tables: pd.DataFrame) -> pd.DataFrame:
 def save(name: str, profile: str, seeds, trained: Trained, tables: dict, judged: pd.DataFrame | None = None,
          conclusion: list[str] | str = "", figures: dict | None = None, **extra):
     """Write ``results/<name>/``: the tables, the claims table (``claims.csv`` / ``.md``), the computed
-    ``conclusion.md`` and the manifest (which holds no verdict: those live in the claims table)."""
+    ``conclusion.md`` and the manifest (which holds no verdict: those live in the claims table). The
+    family is then judged again from the written folder, as ``python -m glamd_core.verdicts`` reads
+    it, and must give the notebook's verdicts: one claim, one verdict (else a RuntimeError)."""
     tables = dict(tables)
     if judged is not None:
         tables["claims"] = judged.drop(columns=[c for c in ("diffs",) if c in judged])
     text = conclusion if isinstance(conclusion, str) else "\n".join(conclusion)
-    return write_results(name, get_profile(profile), seeds, time.perf_counter() - trained.started, tables=tables,
-                         figures=figures, notebook=f"{name}.ipynb", conclusion=text, split="test",
-                         runs=trained.results, runs_trained_now=int(trained.trained_now),
-                         train_minutes_of_runs=round(float(trained.frame.drop_duplicates("run").train_minutes.sum()), 1), **extra)
+    out = write_results(name, get_profile(profile), seeds, time.perf_counter() - trained.started, tables=tables,
+                        figures=figures, notebook=f"{name}.ipynb", conclusion=text, split="test",
+                        runs=trained.results, runs_trained_now=int(trained.trained_now),
+                        train_minutes_of_runs=round(float(trained.frame.drop_duplicates("run").train_minutes.sum()), 1), **extra)
+    if judged is not None and len(judged):
+        check_rejudged(judged, out.parent, profile)
+    return out
+
+
+def check_rejudged(judged: pd.DataFrame, results_dir, profile: str) -> None:
+    """Judge ``judged``'s family again from the tables written under ``results_dir`` (what the README's
+    table reads) and refuse a difference in claims, n or verdicts, naming the claims that differ."""
+    family = judged["family"].iloc[0]
+    again = C.judge(family, C.read_tables(family, results_dir), get_profile(profile))
+    shown = judged.set_index("claim")[["n", "verdict"]]
+    read = again.set_index("claim")[["n", "verdict"]]
+    if list(shown.index) != list(read.index) or not shown.equals(read):
+        differ = [c for c in shown.index.union(read.index)
+                  if c not in shown.index or c not in read.index or tuple(shown.loc[c]) != tuple(read.loc[c])]
+        raise RuntimeError(f"family {family}: judged again from the tables written under {results_dir}, "
+                           f"{len(differ)} claim(s) differ from the notebook's: {differ[:3]}; the README would show "
+                           "other verdicts than the notebook (a table saved other than the one judged?)")

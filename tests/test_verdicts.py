@@ -10,6 +10,7 @@ import pytest
 
 from glamd_core import claims as C
 from glamd_core import verdicts
+from glamd_core.profiles import get_profile
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -94,3 +95,16 @@ def test_the_readme_markers_must_exist(tmp_path):
     readme.write_text("no markers here")
     with pytest.raises(ValueError, match="markers"):
         verdicts.update_readme("| table |\n", readme)
+
+
+def test_a_notebook_saves_only_what_the_readme_would_judge_the_same(tmp_path):
+    """study.check_rejudged: the family judged again from the written folder must give the notebook's
+    verdicts; a table saved other than the one judged is refused, naming the claim."""
+    from glamd_core import study
+
+    root = _tree(tmp_path, {"faster_rcnn": 3.0, "retinanet": 0.0})
+    judged = C.judge("Table 1", C.read_tables("Table 1", root), get_profile("cpu"))
+    study.check_rejudged(judged, root, "cpu")  # the same tables: the same verdicts
+    shown = judged.assign(verdict=["held"] * len(judged))  # as if the notebook judged another table
+    with pytest.raises(RuntimeError, match="retinanet"):
+        study.check_rejudged(shown, root, "cpu")
