@@ -53,7 +53,7 @@ class Claim:
     claim on the per-seed ``value`` itself (a per-seed slope). ``tolerance_share``: the claim is
     "loses less than this share of the gain of ``baseline`` over ``gain_of``", so its edge is
     ``-share x gain`` (no gain: untestable). ``seeds``: ``"claim"`` (planned at the profile's claim
-    seeds), ``"seeds"`` (the profile's seeds) or an int N (the first N of the profile's seeds)."""
+    seeds) or an int N (the first N of them: a budget's cut, as 09's Cascade R-CNN rows)."""
 
     family: str
     label: str
@@ -124,7 +124,7 @@ DISTANCE_LEVELS = ("P3", "P4", "P5")
 
 # 09: the mask-against-mask comparisons (recipe_parts.COMPARISONS without Table 3's own, which is read
 # from Table 3's family), per detector; Cascade R-CNN trains only the rows that split the recipes.
-CASCADE_09_SEEDS = 2  # Cascade R-CNN in 09, the costliest detector: the first two of the profile's seeds
+CASCADE_09_SEEDS = 2  # Cascade R-CNN in 09, the costliest detector: the first two of the profile's claim seeds
 _CASCADE_09 = ("GLAMD's feature term beats DeFeat's", "GLAMD's head terms add to GLAMD's feature term",
                "GLAMD's head terms add to DeFeat's feature term", "the hybrid beats GLAMD")
 
@@ -204,9 +204,8 @@ _check_unique()
 
 def planned_seeds(claim: Claim, profile) -> int:
     """How many seeds ``claim`` was planned at, decided before training (``profile``: a Profile)."""
-    if isinstance(claim.seeds, int):
-        return min(claim.seeds, len(profile.seeds))
-    return len(profile.verdict_seeds if claim.seeds == "claim" else profile.seeds)
+    claimed = len(profile.verdict_seeds)
+    return min(claim.seeds, claimed) if isinstance(claim.seeds, int) else claimed
 
 
 def _pick(claim: Claim, tables: dict) -> pd.DataFrame:
